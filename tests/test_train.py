@@ -1,0 +1,111 @@
+import itertools
+
+import jax
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from attention_course import train
+from toy_models import ToyAttention, toy_batch, toy_loss
+
+
+def _stream(seed: int, widths=(3, 5), batch=8, vocab=7):
+    rng = np.random.default_rng(seed)
+    while True:
+        width = widths[rng.integers(len(widths))]
+        seqs = [list(rng.integers(3, vocab, size=rng.integers(1, width + 1))) for _ in range(batch)]
+        yield toy_batch(seqs, width)
+
+
+def test_step_compiles_once_per_shape_not_per_batch():
+    model = ToyAttention()
+    trainer = train.Trainer(model, toy_loss, optax.adam(1e-2))
+    history = trainer.run(_stream(0), 30, progress=False, log_every=10)
+    assert trainer.traces == 2  # two widths -> two shapes -> two traces, over 30 batches
+    assert len(trainer.compiled) == 2 and len(history.compiles) == 2
+    assert history.compile_seconds > 0 and history.steps == 30
+    trainer.run(_stream(1), 10, progress=False)
+    assert trainer.traces == 2  # a second run reuses the compiled steps
+
+
+def test_loss_falls_and_model_memorises_eight_pairs():
+    rng = np.random.default_rng(0)
+    pairs = [list(rng.integers(3, 7, size=4)) for _ in range(8)]
+    batch = toy_batch(pairs, 4)
+    model = ToyAttention(hidden=16)
+    history = train.fit(model, toy_loss, itertools.repeat(batch), steps=300, learning_rate=2e-2,
+                        progress=False, log_every=50)
+    assert history.loss[-1] < 0.1 * history.loss[0]
+    logits = model(batch.source, batch.source_lengths, batch.target_in)
+    pred = np.asarray(logits.argmax(-1))
+    assert np.all(pred[batch.target_mask] == batch.target_out[batch.target_mask])
+
+
+def test_same_seed_same_result():
+    def run():
+        model = ToyAttention(seed=3)
+        train.fit(model, toy_loss, _stream(5), steps=12, progress=False)
+        return nnx.state(model, nnx.Param)
+
+    a, b = run(), run()
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_evaluation_and_history():
+    calls = []
+
+    def eval_fn(model):
+        calls.append(1)
+        return {"accuracy": 0.5 * len(calls)}
+
+    history = train.fit(ToyAttention(), toy_loss, _stream(2), steps=20, eval_fn=eval_fn, eval_every=5,
+                        log_every=4, progress=False)
+    assert history.eval_step == [5, 10, 15, 20]
+    assert history.evals["accuracy"] == [0.5, 1.0, 1.5, 2.0]
+    assert history.step == [4, 8, 12, 16, 20] and len(history.loss) == 5
+    assert history.last("accuracy") == 2.0 and history.steps_per_second > 0
+    with pytest.raises(ValueError, match="metric"):
+        history.last("bleu")
+
+
+def test_training_updates_the_model_in_place():
+    model = ToyAttention()
+    before = np.asarray(model.out.kernel[...]).copy()
+    train.fit(model, toy_loss, _stream(3), steps=3, progress=False)
+    assert not np.allclose(before, model.out.kernel[...])
+
+
+def test_progress_bar_runs(capsys):
+    train.fit(ToyAttention(), toy_loss, _stream(4), steps=3, progress=True, desc="toy")
+
+
+def test_sequence_cross_entropy_by_hand():
+    logits = np.log(np.array([[[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]], np.float32))
+    targets = np.array([[0, 2]])
+    mask = np.array([[True, False]])
+    np.testing.assert_allclose(train.sequence_cross_entropy(logits, targets, mask), -np.log(0.5), rtol=1e-6)
+    mask = np.array([[True, True]])
+    np.testing.assert_allclose(train.sequence_cross_entropy(logits, targets, mask),
+                               -(np.log(0.5) + np.log(0.8)) / 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [(dict(steps=0), "steps"), (dict(steps=5, log_every=0), "log_every"),
+     (dict(steps=5, eval_every=0), "eval_every"), (dict(steps=5, learning_rate=-1.0), "learning_rate")],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        train.fit(ToyAttention(), toy_loss, _stream(0), progress=False, **kwargs)
+
+
+def test_stream_too_short_and_bad_model():
+    batch = toy_batch([[3, 4]], 2)
+    with pytest.raises(ValueError, match="batches"):
+        train.fit(ToyAttention(), toy_loss, [batch] * 2, steps=3, progress=False)
+    with pytest.raises(ValueError, match="model"):
+        train.fit(object(), toy_loss, [batch], steps=1, progress=False)
+    with pytest.raises(ValueError, match="shape|agree"):
+        train.sequence_cross_entropy(np.zeros((1, 2, 3)), np.zeros((1, 3), int), np.ones((1, 3), bool))

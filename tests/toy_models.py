@@ -1,0 +1,85 @@
+"""Tiny decodable models for the tests of train and decode (not part of the course's package)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from attention_course import pooling, rnn
+from attention_course.train import sequence_cross_entropy
+
+
+class ToyAttention(nnx.Module):
+    """GRU encoder, GRU decoder, dot-product attention over the encoder states: decodable."""
+
+    def __init__(self, vocab: int = 7, hidden: int = 8, *, attention: bool = True, seed: int = 0):
+        rngs = nnx.Rngs(seed)
+        self.use_attention = attention
+        self.encoder = rnn.GRUEncoder(vocab, hidden, hidden, rngs=rngs)
+        self.embed = nnx.Embed(vocab, hidden, rngs=rngs)
+        self.cell = rnn.GRU(2 * hidden, hidden, rngs=rngs)
+        self.out = nnx.Linear(2 * hidden, vocab, rngs=rngs)
+
+    def encode(self, source, source_lengths):
+        enc = self.encoder(source, source_lengths)
+        return dict(h=enc.states, final=enc.final, mask=rnn.lengths_to_mask(source_lengths, source.shape[1]))
+
+    def init_decoder(self, memory):
+        return memory["final"]
+
+    def decode_step(self, memory, s, prev):
+        if self.use_attention:
+            e = jnp.einsum("bh,bth->bt", s, memory["h"])
+            alpha = pooling.masked_softmax(e, memory["mask"])
+            c = pooling.weighted_average(alpha, memory["h"])
+        else:
+            alpha, c = None, memory["final"]
+        s = self.cell(s, jnp.concatenate([self.embed(prev), c], axis=-1))
+        return self.out(jnp.concatenate([s, c], axis=-1)), s, alpha
+
+    def __call__(self, source, source_lengths, target_in):
+        memory = self.encode(source, source_lengths)
+
+        def step(s, y_prev):
+            logits, s, _ = self.decode_step(memory, s, y_prev)
+            return s, logits
+
+        _, logits = jax.lax.scan(step, self.init_decoder(memory), target_in.T)
+        return jnp.swapaxes(logits, 0, 1)
+
+
+def toy_loss(model, batch):
+    logits = model(batch.source, batch.source_lengths, batch.target_in)
+    loss = sequence_cross_entropy(logits, batch.target_out, batch.target_mask)
+    return loss, {"loss": loss}
+
+
+class ToyBatch(NamedTuple):
+    source: np.ndarray
+    source_mask: np.ndarray
+    source_lengths: np.ndarray
+    target_in: np.ndarray
+    target_out: np.ndarray
+    target_mask: np.ndarray
+    target_lengths: np.ndarray
+
+
+def toy_batch(sequences, width: int, *, reverse: bool = False) -> ToyBatch:
+    """A copy (or reverse) batch from lists of word ids (>= 3), padded to ``width`` (+1 for EOS)."""
+    B = len(sequences)
+    src = np.zeros((B, width + 1), np.int32)
+    tin = np.zeros((B, width + 1), np.int32)
+    tout = np.zeros((B, width + 1), np.int32)
+    for b, seq in enumerate(sequences):
+        tgt = list(seq[::-1]) if reverse else list(seq)
+        src[b, : len(seq) + 1] = list(seq) + [2]
+        tin[b, : len(seq) + 1] = [1] + tgt
+        tout[b, : len(seq) + 1] = tgt + [2]
+    lengths = np.array([len(s) + 1 for s in sequences], np.int32)
+    mask = np.arange(width + 1)[None] < lengths[:, None]
+    return ToyBatch(src, mask, lengths, tin, tout, mask, lengths)
