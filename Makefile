@@ -41,7 +41,7 @@ student: $(STAMP)
 
 ## bench: performance benchmarks (ratios against references measured in the same run)
 bench: $(STAMP)
-	$(PY) -m pytest -q -s tests/benchmarks
+	$(PY) -m pytest -q -s -p no:cacheprovider -o python_files="bench_*.py" tests/benchmarks
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis

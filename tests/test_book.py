@@ -1,0 +1,115 @@
+"""Checks of the book's structure that need no build: toc, notebooks, setup cells, config, citations.
+
+The build itself (every notebook executed in fast mode, strict warnings) runs after the unit tests
+in `make test` (tools/book.py fast).
+"""
+
+import json
+import pathlib
+import re
+
+import pytest
+import yaml
+
+from attention_course import runtime
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def toc_files():
+    files = [TOC["root"]]
+    for part in TOC.get("parts", []):
+        for chapter in part.get("chapters", []):
+            files.append(chapter["file"])
+            files += [s["file"] for s in chapter.get("sections", [])]
+    return files
+
+
+def resolve(entry: str) -> pathlib.Path | None:
+    for suffix in (".md", ".ipynb"):
+        path = ROOT / (entry + suffix)
+        if path.exists():
+            return path
+    return None
+
+
+def test_every_toc_entry_exists():
+    missing = [f for f in toc_files() if resolve(f) is None]
+    assert not missing, f"_toc.yml lists pages that do not exist: {missing}"
+
+
+def test_every_notebook_is_in_the_toc_and_named_NN_slug():
+    listed = set(toc_files())
+    for nb in NOTEBOOKS:
+        assert re.fullmatch(r"\d\d_[a-z_]+\.ipynb", nb.name), nb.name
+        assert f"notebooks/{nb.stem}" in listed, f"{nb.name} is not in _toc.yml"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_clean_and_starts_with_the_setup_cell(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code, "a chapter notebook has code"
+    for cell in code:
+        assert not cell.get("outputs") and not cell.get("execution_count"), "commit notebooks without outputs"
+    first = "".join(code[0]["source"])
+    assert first == runtime.setup_cell_source(), "the first code cell must be runtime.setup_cell_source()"
+    assert nb["metadata"].get("kernelspec", {}).get("name") == "python3"
+
+
+def test_config_matches_the_design():
+    assert CONFIG["repository"]["url"] == runtime.REPOSITORY_URL
+    assert CONFIG["repository"]["branch"] == "main"
+    assert CONFIG["only_build_toc_files"] is True
+    for pattern in (".venv/*", "src/*", "tests/*", "_build/*"):
+        assert pattern in CONFIG["exclude_patterns"]
+    execute = CONFIG["execute"]
+    assert execute["execute_notebooks"] == "cache" and execute["timeout"] >= 300
+    assert execute["allow_errors"] is False
+    assert CONFIG["launch_buttons"]["colab_url"].startswith("https://colab.research.google.com")
+    assert {"sphinx_exercise", "sphinx_proof"} <= set(CONFIG["sphinx"]["extra_extensions"])
+    assert {"amsmath", "dollarmath"} <= set(CONFIG["parse"]["myst_enable_extensions"])
+
+
+def _bib_keys():
+    from pybtex.database import parse_file
+
+    return set(parse_file(str(ROOT / "book" / "references.bib")).entries.keys())
+
+
+def test_bibliography_parses_and_primary_papers_have_arxiv_ids():
+    from pybtex.database import parse_file
+
+    db = parse_file(str(ROOT / "book" / "references.bib"))
+    assert len(db.entries) >= 10
+    for key in ("bahdanau2014neural", "graves2012sequence", "vaswani2017attention", "luong2015effective"):
+        fields = db.entries[key].fields
+        assert "eprint" in fields and re.fullmatch(r"\d{4}\.\d{4,5}", fields["eprint"]), key
+        assert "year" in fields
+
+
+def _sources():
+    for page in toc_files():
+        path = resolve(page)
+        if path is None:
+            continue
+        if path.suffix == ".ipynb":
+            nb = json.loads(path.read_text())
+            yield path, "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+        else:
+            yield path, path.read_text()
+
+
+def test_every_citation_key_is_in_the_bibliography():
+    keys = _bib_keys()
+    cited = set()
+    for path, text in _sources():
+        for match in re.finditer(r"\{cite(?::[a-z]+)?\}`([^`]+)`", text):
+            for key in match.group(1).split(","):
+                key = key.strip()
+                cited.add(key)
+                assert key in keys, f"{path.name} cites {key!r}, which is not in book/references.bib"
+    assert cited, "the book cites its sources"
