@@ -1,0 +1,126 @@
+"""Chapter 01: the encoder–decoder with one fixed vector between the two halves.
+
+The encoder reads the source x_1 .. x_{T_x} with a GRU, h_t = f(x_t, h_{t-1}), and summarises it
+as c = q({h_1, .., h_{T_x}}) = h_{T_x}, its last state (taken at each sentence's true length). The
+decoder writes the target from c alone, one word at a time:
+
+    s_i = g(y_{i-1}, s_{i-1}, c),        p(y_i | y_<i, x) = softmax(readout(s_i, y_{i-1}, c)).
+
+Two flavours of 2014:
+
+* ``"cho"`` (Cho et al. 2014): s_0 = tanh(c W_s), and c is fed to the decoder at *every* step, both
+  into the GRU update and into the readout;
+* ``"sutskever"`` (Sutskever, Vinyals & Le 2014): c is only the decoder's initial state, s_0 = c,
+  and the decoder never sees it again; the readout uses s_i alone.
+
+``reverse_source=True`` reads each source sentence backwards (its EOS stays last), Sutskever et al.'s
+trick: the first target words then sit close to the first source words in time.
+
+Training maximises the sum of log-likelihoods with teacher forcing (:func:`loss`); decoding uses the
+shared :mod:`attention_course.decode` (the model has ``encode``, ``init_decoder`` and ``decode_step``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from attention_course import rnn
+from attention_course.train import sequence_cross_entropy
+
+__all__ = ["EncoderDecoder", "reverse_source_words", "loss", "FLAVOURS"]
+
+FLAVOURS = ("cho", "sutskever")
+
+
+def reverse_source_words(source: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Reverse the words of each source sentence, keeping its EOS last and its padding in place.
+
+    ``[a, b, c, EOS, PAD]`` (length 4) becomes ``[c, b, a, EOS, PAD]``.
+
+    Args:
+      source: ``[B, T_x]`` token ids, each row ending with EOS at position lengths-1.
+      lengths: ``[B]`` true lengths including EOS.
+    """
+    words = rnn.reverse_padded(source[..., None], lengths - 1)[..., 0]
+    return words
+
+
+class EncoderDecoder(nnx.Module):
+    """The fixed-vector encoder–decoder (RNNencdec), in Cho's or Sutskever's flavour.
+
+    Args:
+      source_vocab, target_vocab: vocabulary sizes |V_x| and |V_y|.
+      embed: embedding size d_e (source and target).
+      hidden: GRU size, the same for the encoder and the decoder: n = m = ``hidden``, so c has
+        ``hidden`` numbers whatever the sentence's length.
+      flavour: ``"cho"`` or ``"sutskever"``.
+      reverse_source: read the source backwards (Sutskever et al.'s trick).
+    """
+
+    def __init__(self, source_vocab: int, target_vocab: int, *, embed: int = 64, hidden: int = 128,
+                 flavour: Literal["cho", "sutskever"] = "cho", reverse_source: bool = False, rngs: nnx.Rngs):
+        if flavour not in FLAVOURS:
+            raise ValueError(f"flavour: expected one of {FLAVOURS}, got {flavour!r}")
+        for name, value in (("source_vocab", source_vocab), ("target_vocab", target_vocab),
+                            ("embed", embed), ("hidden", hidden)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        self.flavour = flavour
+        self.reverse_source = reverse_source
+        self.hidden = hidden
+        self.encoder = rnn.GRUEncoder(source_vocab, embed, hidden, rngs=rngs)
+        self.target_embed = nnx.Embed(target_vocab, embed, rngs=rngs)
+        cho = flavour == "cho"
+        self.decoder = rnn.GRU(embed + (hidden if cho else 0), hidden, rngs=rngs)
+        self.init_proj = nnx.Linear(hidden, hidden, rngs=rngs) if cho else None
+        readout_in = hidden + (hidden + embed if cho else 0)
+        self.readout = nnx.Linear(readout_in, target_vocab, rngs=rngs)
+
+    # --- the three methods the shared decoders use -------------------------------------------------
+    def encode(self, source: jax.Array, source_lengths: jax.Array) -> dict:
+        """source ``[B, T_x]``, lengths ``[B]`` -> {"c": ``[B, hidden]``}: the one vector."""
+        if self.reverse_source:
+            source = reverse_source_words(source, source_lengths)
+        return {"c": self.encoder(source, source_lengths).final}
+
+    def init_decoder(self, memory: dict) -> jax.Array:
+        """s_0: tanh(c W_s + b) for Cho's flavour; c itself for Sutskever's."""
+        c = memory["c"]
+        return jnp.tanh(self.init_proj(c)) if self.init_proj is not None else c
+
+    def decode_step(self, memory: dict, s: jax.Array, prev: jax.Array):
+        """One decoder step: (c, s_{i-1}, y_{i-1}) -> (logits ``[B, |V_y|]``, s_i, no attention)."""
+        c = memory["c"]
+        y = self.target_embed(prev)  # [B, d_e]
+        if self.flavour == "cho":
+            s = self.decoder(s, jnp.concatenate([y, c], axis=-1))
+            features = jnp.concatenate([s, y, c], axis=-1)
+        else:
+            s = self.decoder(s, y)
+            features = s
+        return self.readout(features), s, None
+
+    # --- teacher forcing ---------------------------------------------------------------------------
+    def __call__(self, source: jax.Array, source_lengths: jax.Array, target_in: jax.Array) -> jax.Array:
+        """Logits ``[B, T_y, |V_y|]`` for every target position, given the gold previous words."""
+        if target_in.ndim != 2 or target_in.shape[0] != source.shape[0]:
+            raise ValueError(f"target_in: expected shape [{source.shape[0]}, T_y], got {tuple(target_in.shape)}")
+        memory = self.encode(source, source_lengths)
+
+        def step(s, y_prev):
+            logits, s, _ = self.decode_step(memory, s, y_prev)
+            return s, logits
+
+        _, logits = jax.lax.scan(step, self.init_decoder(memory), target_in.T)
+        return jnp.swapaxes(logits, 0, 1)
+
+
+def loss(model: EncoderDecoder, batch) -> tuple[jax.Array, dict]:
+    """Mean negative log-likelihood per target token, teacher forcing (for :func:`attention_course.train.fit`)."""
+    logits = model(batch.source, batch.source_lengths, batch.target_in)
+    value = sequence_cross_entropy(logits, batch.target_out, batch.target_mask)
+    return value, {"nll": value}

@@ -1,0 +1,523 @@
+"""The course's figures: where attention looks, how quality falls with length, how training went.
+
+Four functions, each returning a :class:`matplotlib.figure.Figure`:
+
+* :func:`alignment_heatmap` -- one attention matrix with its words, drawn like Fig. 3 of
+  Bahdanau, Cho & Bengio (2014);
+* :func:`weights_grid` -- several matrices side by side on one colour scale (fixed diagonal
+  attention vs learned attention vs the gold alignment);
+* :func:`metric_by_length` -- a metric against sentence length, one line per model, like
+  Fig. 2 of Bahdanau et al. (2014);
+* :func:`training_curves` -- training loss and evaluation metrics against the step.
+
+Colours.  Attention matrices use the ``"gray"`` colormap, black = 0 and white = the largest
+weight, as in Bahdanau et al.  Its lightness rises evenly from black to white, so it reads
+the same in colour, in print and for colour-blind readers.  Matrices whose values all lie in
+[0, 1] (attention weights, 0/1 gold alignments) are drawn on the fixed scale 0..1, so two
+figures can be compared by eye; other values use their own min..max.  NaN cells are drawn in
+blue, and gold links as red outlines, colours that cannot be mistaken for a shade of grey.
+
+Figures and pyplot.  Functions that make their own figure (``ax=None``) create it with
+``plt.subplots`` and at once ``plt.close`` it: pyplot then forgets the figure, so it is not
+shown a second time at the end of a notebook cell and does not pile up in memory.  Show a
+figure by making it the last expression of a cell, or with ``IPython.display.display(fig)``;
+save it with ``fig.savefig(path)``.  Pass ``ax=`` to draw into an axes of your own layout
+instead; the figure of that axes is returned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import Colormap, Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import LogFormatter
+
+from attention_course.metrics import Bucket, bucket_labels
+
+__all__ = ["alignment_heatmap", "metric_by_length", "training_curves", "weights_grid"]
+
+NAN_COLOR = "#4c8fd6"  # blue: a missing value is not a shade of grey
+GOLD_COLOR = "#e8361c"  # red outlines on black or white cells
+
+# Sizing of token heatmaps: a cell is between 0.16 and 0.45 inches wide, so a 5x5 matrix is
+# not a postage stamp and a 60x60 matrix still fits a page with 7-8 pt labels.
+_MATRIX_INCHES = 7.0
+_CELL_MIN, _CELL_MAX = 0.16, 0.45
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _new_figure(figsize: tuple[float, float], **subplots_kw: Any) -> tuple[Figure, Any]:
+    """A constrained-layout figure that pyplot does not keep (see the module docstring)."""
+    fig, axes = plt.subplots(figsize=figsize, layout="constrained", **subplots_kw)
+    plt.close(fig)
+    return fig, axes
+
+
+def _as_matrix(weights: Any, argument: str) -> np.ndarray:
+    """A 2-D float NumPy array from a NumPy/JAX array or nested lists."""
+    matrix = np.asarray(weights, dtype=float)
+    if matrix.ndim != 2:
+        raise ValueError(f"{argument}: expected shape [Ty, Tx], got shape {matrix.shape}")
+    return matrix
+
+
+def _crop(matrix: np.ndarray, rows: int | None, cols: int | None, argument: str) -> np.ndarray:
+    """The top-left ``rows x cols`` block (the real words; the rest is padding)."""
+    rows = matrix.shape[0] if rows is None else rows
+    cols = matrix.shape[1] if cols is None else cols
+    if matrix.shape[0] < rows or matrix.shape[1] < cols:
+        raise ValueError(
+            f"{argument}: expected at least [{rows}, {cols}] (one row per target token, one "
+            f"column per source token), got shape {matrix.shape}"
+        )
+    return matrix[:rows, :cols]
+
+
+def _color_range(matrices: Sequence[np.ndarray]) -> tuple[float, float]:
+    """0..1 when every finite value is a probability, else the finite min..max."""
+    finite = np.concatenate([m[np.isfinite(m)] for m in matrices]) if matrices else np.zeros(0)
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return 0.0, 1.0
+    if lo == hi:
+        return lo - 0.5, hi + 0.5
+    return lo, hi
+
+
+def _colormap(cmap: str | Colormap) -> Colormap:
+    base = plt.get_cmap(cmap) if isinstance(cmap, str) else cmap
+    return base.with_extremes(bad=NAN_COLOR)
+
+
+def _cell_inches(rows: int, cols: int) -> float:
+    return float(np.clip(_MATRIX_INCHES / max(rows, cols, 1), _CELL_MIN, _CELL_MAX))
+
+
+def _label_inches(tokens: Sequence[str], fontsize: float) -> float:
+    """Rough width of the longest label (0.6 em per character)."""
+    longest = max((len(t) for t in tokens), default=0)
+    return longest * fontsize * 0.6 / 72
+
+
+def _fontsize_for(ax: Axes, rows: int, cols: int) -> float:
+    """Tick-label size that fits the cells of ``ax`` (about 70% of a cell's height)."""
+    fig_w, fig_h = ax.figure.get_size_inches()
+    box = ax.get_position()
+    cell = min(box.width * fig_w / max(cols, 1), box.height * fig_h / max(rows, 1))
+    return float(np.clip(cell * 72 * 0.7, 5.0, 11.0))
+
+
+def _fontsize_for_cell(cell: float) -> float:
+    return float(np.clip(cell * 72 * 0.7, 5.0, 11.0))
+
+
+def _heatmap_figsize(
+    rows: int, cols: int, source: Sequence[str], target: Sequence[str], panels: int = 1
+) -> tuple[float, float]:
+    cell = _cell_inches(rows, cols)
+    font = _fontsize_for_cell(cell)
+    width = panels * (cols * cell + 0.3) + _label_inches(target, font) + 1.6  # + colorbar
+    height = rows * cell + _label_inches(source, font) + 0.9  # + title, legend
+    return max(width, 3.0), max(height, 2.2)
+
+
+def _add_colorbar(image, ax: Axes, label: str) -> None:
+    """A slim colorbar right of ``ax``, as tall as the drawn matrix (at most ~4.5 inches).
+
+    It is an inset of ``ax``, so it follows the matrix's box after ``aspect="equal"``
+    shrinks it, and constrained layout makes room for it.
+    """
+    fig_w, fig_h = ax.figure.get_size_inches()
+    box = ax.get_position()
+    rows, cols = image.get_array().shape
+    cell = min(box.width * fig_w / max(cols, 1), box.height * fig_h / max(rows, 1))
+    width_in, height_in = cols * cell, rows * cell  # the matrix as drawn, in inches
+    height = min(1.0, 4.5 / max(height_in, 1e-9))
+    cax = ax.inset_axes([1.0 + 0.15 / width_in, 1.0 - height, 0.15 / width_in, height])
+    colorbar = ax.figure.colorbar(image, cax=cax)
+    colorbar.set_label(label, fontsize="small")
+    colorbar.ax.tick_params(labelsize="small")
+
+
+def _note(ax: Axes, text: str) -> None:
+    """Write ``text`` in the middle of an axes that has nothing to show."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _draw_matrix(
+    ax: Axes,
+    matrix: np.ndarray,
+    source: Sequence[str] | None,
+    target: Sequence[str] | None,
+    norm: Normalize,
+    cmap: Colormap,
+    *,
+    show_target_labels: bool = True,
+):
+    """imshow one ``[Ty, Tx]`` matrix: source words along the top, target words down the left."""
+    rows, cols = matrix.shape
+    image = ax.imshow(
+        np.ma.masked_invalid(matrix), cmap=cmap, norm=norm, interpolation="nearest", aspect="equal"
+    )
+    fontsize = _fontsize_for(ax, rows, cols)
+    ax.xaxis.tick_top()
+    ax.xaxis.set_label_position("top")
+    if source is not None:
+        ax.set_xticks(np.arange(cols), list(source), rotation=90)
+    else:
+        ax.set_xlabel("source position")
+    if target is not None:
+        ax.set_yticks(np.arange(rows), list(target) if show_target_labels else [])
+    elif show_target_labels:
+        ax.set_ylabel("target position")
+    ax.tick_params(axis="both", labelsize=fontsize, length=2, pad=2)
+    return image
+
+
+# --------------------------------------------------------------------------------------------
+# Attention matrices
+# --------------------------------------------------------------------------------------------
+
+
+def alignment_heatmap(
+    weights: Any,
+    source_tokens: Sequence[Any],
+    target_tokens: Sequence[Any],
+    *,
+    gold: Any = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+    cmap: str | Colormap = "gray",
+) -> Figure:
+    r"""Draw an attention matrix with its words, like Fig. 3 of Bahdanau et al. (2014).
+
+    Cell ``(i, j)`` is the weight :math:`\alpha_{ij}` that target word ``i`` (row) puts on
+    source word ``j`` (column); white = high, black = 0 (see the module docstring for the
+    colours).  Source words run along the top, rotated 90°; target words down the left.
+
+    Args:
+      weights: ``[Ty, Tx]`` attention weights, possibly padded; only the top-left
+        ``len(target_tokens) x len(source_tokens)`` block is drawn.
+      source_tokens: the source words (anything printable; ``EOS`` included if the model
+        attends to it).
+      target_tokens: the target words.
+      gold: optional gold alignment, an iterable of ``(i, j)`` links (target, source), drawn
+        as red outlines around those cells.
+      ax: draw into this axes; by default a new figure sized to the matrix.
+      title: optional title, written above the source words.
+      cmap: the colormap (default ``"gray"``).
+
+    Returns:
+      The figure.  The colorbar is an inset of the heatmap's axes (``ax.child_axes``), so a
+      figure made here has exactly one entry in ``fig.axes``.  With no tokens on one side,
+      the axes only says "empty".
+    """
+    source = [str(t) for t in source_tokens]
+    target = [str(t) for t in target_tokens]
+    matrix = _crop(_as_matrix(weights, "weights"), len(target), len(source), "weights")
+    links = []
+    if gold is not None:
+        for link in gold:
+            i, j = (int(v) for v in link)
+            if not (0 <= i < len(target) and 0 <= j < len(source)):
+                raise ValueError(
+                    f"gold: expected links (i, j) with 0 <= i < {len(target)} and "
+                    f"0 <= j < {len(source)}, got {(i, j)}"
+                )
+            links.append((i, j))
+
+    rows, cols = matrix.shape
+    if ax is None:
+        fig, ax = _new_figure(_heatmap_figsize(rows, cols, source, target))
+    else:
+        fig = ax.figure
+    if title:
+        ax.set_title(title, fontsize="medium")
+    if rows == 0 or cols == 0:
+        _note(ax, "empty")
+        return fig
+
+    vmin, vmax = _color_range([matrix])
+    image = _draw_matrix(ax, matrix, source, target, Normalize(vmin, vmax), _colormap(cmap))
+    if links:
+        for i, j in links:
+            ax.add_patch(
+                Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=GOLD_COLOR, linewidth=1.2)
+            )
+        ax.legend(
+            handles=[Rectangle((0, 0), 1, 1, fill=False, edgecolor=GOLD_COLOR, label="gold link")],
+            loc="upper left",
+            bbox_to_anchor=(0.0, -0.01),
+            frameon=False,
+            fontsize="small",
+            handlelength=1.0,
+        )
+    _add_colorbar(image, ax, "attention weight")
+    return fig
+
+
+def weights_grid(
+    matrices: Sequence[Any],
+    titles: Sequence[str],
+    *,
+    source_tokens: Sequence[Any] | None = None,
+    target_tokens: Sequence[Any] | None = None,
+    cmap: str | Colormap = "gray",
+) -> Figure:
+    """Several ``[Ty, Tx]`` matrices side by side on one shared colour scale.
+
+    Used to compare, for one sentence, e.g. hard-coded diagonal attention, learned attention
+    and the gold alignment as a 0/1 matrix.  Because the colour scale is shared, equal shades
+    mean equal weights across panels; there is a single colorbar.
+
+    Args:
+      matrices: the matrices, each ``[Ty, Tx]`` (possibly padded, possibly of different
+        padded sizes when tokens are given).
+      titles: one title per matrix.
+      source_tokens: optional source words, shared by all panels; crops the columns and labels
+        the top axis of every panel.  Without it, columns are numbered.
+      target_tokens: optional target words; crops the rows and labels the left axis of the
+        first panel.
+      cmap: the colormap (default ``"gray"``, white = high).
+
+    Returns:
+      The figure: one axes per matrix, in order, in ``fig.axes``; the colorbar is an inset
+      of the last non-empty panel (in its ``child_axes``).
+    """
+    if len(titles) != len(matrices):
+        raise ValueError(
+            f"titles: expected {len(matrices)} titles (one per matrix), got {len(titles)}"
+        )
+    if len(matrices) == 0:
+        raise ValueError("matrices: expected at least one matrix, got none")
+    source = None if source_tokens is None else [str(t) for t in source_tokens]
+    target = None if target_tokens is None else [str(t) for t in target_tokens]
+    cropped = [
+        _crop(
+            _as_matrix(m, f"matrices[{k}]"),
+            None if target is None else len(target),
+            None if source is None else len(source),
+            f"matrices[{k}]",
+        )
+        for k, m in enumerate(matrices)
+    ]
+    rows = max(m.shape[0] for m in cropped)
+    cols = max(m.shape[1] for m in cropped)
+    fig, axes = _new_figure(
+        _heatmap_figsize(rows, cols, source or [], target or [], panels=len(cropped)),
+        ncols=len(cropped),
+        squeeze=False,
+    )
+    axes = list(axes[0])
+    fig.get_layout_engine().set(wspace=0.06)  # a gap between panels that share no labels
+    vmin, vmax = _color_range(cropped)
+    norm, colormap = Normalize(vmin, vmax), _colormap(cmap)
+    image = None
+    for k, (ax, matrix, title) in enumerate(zip(axes, cropped, titles, strict=True)):
+        ax.set_title(title, fontsize="medium")
+        if matrix.size == 0:
+            _note(ax, "empty")
+            continue
+        image = _draw_matrix(
+            ax, matrix, source, target, norm, colormap, show_target_labels=(k == 0)
+        )
+    if image is not None:
+        _add_colorbar(image, image.axes, "weight")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Curves
+# --------------------------------------------------------------------------------------------
+
+
+class _PlainLogFormatter(LogFormatter):
+    """Log-axis labels as plain numbers ("0.3", "2"); matplotlib still picks which ticks."""
+
+    def __call__(self, x, pos=None):
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def _is_buckets(curve: Any) -> bool:
+    return (
+        isinstance(curve, Sequence) and len(curve) > 0 and all(isinstance(b, Bucket) for b in curve)
+    )
+
+
+def metric_by_length(
+    curves: Mapping[str, Any],
+    *,
+    xlabel: str = "source length",
+    ylabel: str = "BLEU",
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """A metric against sentence length, one line per model (Bahdanau et al. 2014, Fig. 2).
+
+    Args:
+      curves: ``name -> (x, y)`` with two equal-length 1-D sequences, or
+        ``name -> list of metrics.Bucket`` (from :func:`attention_course.metrics.by_length`),
+        plotted at the bucket midpoints.  When every curve is a bucket list with the same
+        buckets, the x ticks are labelled with the bucket ranges ("1–10", ...).  NaN values
+        (empty buckets) leave a gap in the line.
+      xlabel: label of the x axis.
+      ylabel: label of the y axis.
+      ax: draw into this axes; by default a new figure.
+      title: optional title.
+
+    Returns:
+      The figure, with lines and markers, a legend, a grid, and the y axis starting at 0.
+    """
+    if not isinstance(curves, Mapping):
+        raise ValueError(
+            f"curves: expected a mapping name -> (x, y) or name -> buckets, "
+            f"got {type(curves).__name__}"
+        )
+    if ax is None:
+        fig, ax = _new_figure((6.0, 3.8))
+    else:
+        fig = ax.figure
+
+    bucket_sets = []
+    y_max = -math.inf
+    markers = "osD^vP*X"
+    for k, (name, curve) in enumerate(curves.items()):
+        if _is_buckets(curve):
+            bucket_sets.append(tuple((b.lo, b.hi) for b in curve))
+            x = np.array([b.mid for b in curve], dtype=float)
+            y = np.array([b.value for b in curve], dtype=float)
+        else:
+            try:
+                x_raw, y_raw = curve
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"curves[{name!r}]: expected (x, y) or a list of Buckets, "
+                    f"got {type(curve).__name__}"
+                ) from None
+            x = np.asarray(x_raw, dtype=float)
+            y = np.asarray(y_raw, dtype=float)
+            if x.ndim != 1 or x.shape != y.shape:
+                raise ValueError(
+                    f"curves[{name!r}]: expected x and y of the same 1-D shape, "
+                    f"got {x.shape} and {y.shape}"
+                )
+        finite = y[np.isfinite(y)]
+        if finite.size:
+            y_max = max(y_max, float(finite.max()))
+        ax.plot(x, y, marker=markers[k % len(markers)], markersize=5, linewidth=1.6, label=name)
+
+    if bucket_sets and len(bucket_sets) == len(curves) and len(set(bucket_sets)) == 1:
+        buckets = next(c for c in curves.values())
+        ax.set_xticks([b.mid for b in buckets], bucket_labels(buckets))
+    ax.set_ylim(0, y_max * 1.05 if y_max > 0 else 1.0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.35)
+    if title:
+        ax.set_title(title)
+    if curves:
+        ax.legend(frameon=False)
+    else:
+        _note(ax, "no curves")
+    return fig
+
+
+def training_curves(
+    history: Any, *, metrics: Sequence[str] | None = None, ax: Axes | None = None
+) -> Figure:
+    """Training loss (log scale, left axis) and evaluation metrics (right axis) against step.
+
+    Args:
+      history: any object with ``step`` and ``loss`` (training loss at those steps), and
+        ``eval_step`` and ``evals`` (a dict ``name -> values``, each aligned with
+        ``eval_step``), such as the ``History`` returned by :mod:`attention_course.train`.
+      metrics: names of the evaluation metrics to draw (default: all of ``history.evals``).
+        They share the right axis, so pick metrics on similar scales (e.g. accuracy and
+        exact match, or BLEU alone).
+      ax: draw into this axes (the right axis is its twin); by default a new figure.
+
+    Returns:
+      The figure: one axes for the loss, plus a twin axes when there are metrics to draw.
+    """
+    steps = np.asarray(history.step, dtype=float)
+    loss = np.asarray(history.loss, dtype=float)
+    if steps.shape != loss.shape:
+        raise ValueError(
+            f"history.loss: expected {steps.shape[0]} values (one per history.step), "
+            f"got {loss.shape[0] if loss.ndim else loss.shape}"
+        )
+    evals = dict(history.evals)
+    names = list(evals) if metrics is None else list(metrics)
+    missing = [n for n in names if n not in evals]
+    if missing:
+        raise ValueError(
+            f"metrics: expected names from history.evals {sorted(evals)}, got unknown {missing}"
+        )
+    eval_steps = np.asarray(history.eval_step, dtype=float)
+    for name in names:
+        if len(evals[name]) != eval_steps.shape[0]:
+            raise ValueError(
+                f"history.evals[{name!r}]: expected {eval_steps.shape[0]} values "
+                f"(one per history.eval_step), got {len(evals[name])}"
+            )
+
+    if ax is None:
+        fig, ax = _new_figure((7.0, 4.0))
+    else:
+        fig = ax.figure
+    handles = ax.plot(steps, loss, color="0.25", linewidth=1.2, label="training loss")
+    if np.any(np.isfinite(loss) & (loss > 0)):
+        ax.set_yscale("log")
+        # plain numbers (0.3, 2) rather than 3x10^-1, on major and (when few) minor ticks
+        ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(
+            _PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.2, 0.5))
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (log scale)")
+    ax.grid(True, which="major", alpha=0.35)
+    top = ax
+    if names:
+        right = ax.twinx()
+        for k, name in enumerate(names):
+            handles += right.plot(
+                eval_steps,
+                np.asarray(evals[name], dtype=float),
+                color=f"C{k}",
+                marker="o",
+                markersize=4,
+                linewidth=1.6,
+                label=name,
+            )
+        right.set_ylabel(names[0] if len(names) == 1 else "evaluation metrics")
+        values = np.concatenate([np.asarray(evals[n], dtype=float) for n in names])
+        values = values[np.isfinite(values)]
+        if values.size and values.min() >= 0:
+            right.set_ylim(0, max(values.max() * 1.05, 1e-9))
+        top = right
+    if steps.size == 0 and eval_steps.size == 0:
+        _note(ax, "no history yet")
+    else:
+        top.legend(
+            handles=handles,
+            loc="lower center",
+            bbox_to_anchor=(0.5, 1.0),
+            ncol=min(len(handles), 4),
+            frameon=False,
+        )
+    return fig
