@@ -102,6 +102,9 @@ def test_memorises_eight_pairs(flavour):
     result = decode.greedy_decode(model, batch.source, batch.source_lengths, max_length=batch.target_out.shape[1])
     for k, pair in enumerate(pairs):
         assert TASK.target_vocab.decode(np.asarray(result.tokens[k])) == list(pair.target)
+    accuracy, count = bottleneck.position_accuracy(model, pairs, TASK, batch_size=3)
+    assert np.all(accuracy[count > 0] == 1.0)
+    assert count[0] == 8 and count.sum() == sum(len(p.target) + 1 for p in pairs)
 
 
 @pytest.mark.parametrize(

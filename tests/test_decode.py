@@ -122,3 +122,23 @@ def test_bad_beam_and_model():
         decode.beam_search(ToyAttention(), SOURCE, LENGTHS, beam_size=0, max_length=3)
     with pytest.raises(ValueError, match="model"):
         decode.greedy_decode(object(), SOURCE, LENGTHS, max_length=3)
+
+
+def test_translate_returns_pairs_in_order_with_cropped_attention():
+    from attention_course import tasks
+
+    task = tasks.get_task("copy")
+    pairs = tasks.generate(task, 7, seed=0, min_length=1, max_length=15)
+    model = ToyAttention(vocab=len(task.source_vocab), seed=1)
+    out = decode.translate(model, pairs, task, batch_size=3, edges=(5, 10, 15))
+    assert out.references == [list(p.target) for p in pairs]
+    assert list(out.source_lengths) == [len(p.source) for p in pairs]
+    for pair, hyp, att in zip(pairs, out.hypotheses, out.attention):
+        assert att.shape[1] == len(pair.source) + 1
+        assert att.shape[0] in (len(hyp) + 1, len(hyp))  # EOS row, unless the cap stopped it
+        np.testing.assert_allclose(att.sum(-1), 1.0, atol=1e-5)
+    # The same sentence decoded alone gives the same output: batching and bucketing do not matter.
+    alone = decode.translate(model, pairs[3:4], task, batch_size=1, edges=(5, 10, 15))
+    assert alone.hypotheses[0] == out.hypotheses[3]
+    beam = decode.translate(model, pairs, task, batch_size=3, beam_size=2)
+    assert len(beam.hypotheses) == 7

@@ -69,6 +69,10 @@ def test_final_states_are_taken_at_the_true_length():
         np.testing.assert_allclose(out.final[b, :H], out.states[b, n - 1, :H], atol=1e-6)  # forward, last word
         np.testing.assert_allclose(out.final[b, H:], out.states[b, 0, H:], atol=1e-6)  # backward, first word
     np.testing.assert_allclose(out.backward_first, out.final[:, H:])
+    np.testing.assert_allclose(rnn.state_at_length(out.states, lengths)[:, :H], out.final[:, :H], atol=1e-6)
+    np.testing.assert_array_equal(rnn.state_at_length(jnp.arange(10.0).reshape(2, 5, 1), lengths), [[4.0], [6.0]])
+    with pytest.raises(ValueError, match="lengths"):
+        rnn.state_at_length(out.states, jnp.array([6, 1]))
 
 
 def test_backward_direction_reads_each_sentence_from_its_end():

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -31,7 +33,7 @@ from flax import nnx
 from attention_course import rnn
 from attention_course.train import sequence_cross_entropy
 
-__all__ = ["EncoderDecoder", "reverse_source_words", "loss", "FLAVOURS"]
+__all__ = ["EncoderDecoder", "reverse_source_words", "loss", "position_accuracy", "FLAVOURS"]
 
 FLAVOURS = ("cho", "sutskever")
 
@@ -124,3 +126,28 @@ def loss(model: EncoderDecoder, batch) -> tuple[jax.Array, dict]:
     logits = model(batch.source, batch.source_lengths, batch.target_in)
     value = sequence_cross_entropy(logits, batch.target_out, batch.target_mask)
     return value, {"nll": value}
+
+
+def position_accuracy(model, pairs, task, *, batch_size: int = 100, edges=None) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher-forced accuracy at each target position i (1-based in the prose, 0-based here).
+
+    For every pair the model reads the source and the gold target prefix y_<i and predicts y_i;
+    the result is the fraction of sentences whose word at position i is predicted correctly,
+    with the number of sentences that have a position i. EOS positions are counted too.
+
+    Returns:
+      (accuracy ``[T]``, count ``[T]``) with T the longest target (+ EOS) among ``pairs``.
+    """
+    from attention_course import tasks
+
+    task = tasks.get_task(task) if isinstance(task, str) else task
+    width = max(len(p.target) for p in pairs) + 1
+    correct, count = np.zeros(width), np.zeros(width)
+    forward = nnx.jit(lambda m, b: jnp.argmax(m(b.source, b.source_lengths, b.target_in), axis=-1))
+    for batch, real in tasks.eval_batches(pairs, task, batch_size, edges=edges):
+        predicted = np.asarray(forward(model, batch))
+        hit = (predicted == batch.target_out) & batch.target_mask & real[:, None]
+        n = hit.shape[1]
+        correct[:n] += hit.sum(0)
+        count[:n] += (batch.target_mask & real[:, None]).sum(0)
+    return correct / np.maximum(count, 1), count

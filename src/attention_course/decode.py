@@ -20,9 +20,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-__all__ = ["DecodeResult", "greedy_decode", "beam_search", "PAD_ID", "BOS_ID", "EOS_ID"]
+__all__ = ["DecodeResult", "greedy_decode", "beam_search", "translate", "Translation", "PAD_ID", "BOS_ID", "EOS_ID"]
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # the same ids as attention_course.tasks
 
@@ -242,3 +243,59 @@ def beam_search(model, source, source_lengths, *, beam_size: int, max_length: in
         max_length, beam_size, float(alpha))
     result = DecodeResult(tokens, lengths, scores, attention)
     return (result, (beams, beam_scores)) if return_beams else result
+
+
+class Translation(NamedTuple):
+    """A decoded test set, in the order of the input pairs.
+
+    hypotheses, references: word lists (EOS and padding removed).
+    source_lengths: ``[N]`` number of source words (EOS not counted), for metrics by length.
+    attention: per sentence a ``[len(hypothesis) + 1, len(source) + 1]`` matrix (EOS rows and
+      columns included), or None for a model without attention.
+    """
+
+    hypotheses: list
+    references: list
+    source_lengths: np.ndarray
+    attention: list | None
+
+
+def translate(model, pairs, task, *, batch_size: int = 100, beam_size: int = 1, edges=None) -> Translation:
+    """Decode every pair of ``pairs`` (greedy, or beam search when ``beam_size > 1``).
+
+    Batches come from :func:`attention_course.tasks.eval_batches` (bucketed by length, so each
+    bucket shape compiles once); results are put back in the order of ``pairs``. The output length
+    is capped at twice the padded source width.
+    """
+    from attention_course import tasks  # the decoders themselves do not depend on the tasks
+
+    task = tasks.get_task(task) if isinstance(task, str) else task
+    if not isinstance(beam_size, int) or beam_size < 1:
+        raise ValueError(f"beam_size: expected a positive int, got {beam_size!r}")
+    order = tasks.eval_order(pairs, edges=edges)
+    hyps, atts = [], []
+    for batch, real in tasks.eval_batches(pairs, task, batch_size, edges=edges):
+        max_length = 2 * batch.source.shape[1]
+        if beam_size == 1:
+            result = greedy_decode(model, batch.source, batch.source_lengths, max_length=max_length)
+        else:
+            result = beam_search(model, batch.source, batch.source_lengths, beam_size=beam_size,
+                                 max_length=max_length)
+        tokens = np.asarray(result.tokens)
+        lengths = np.asarray(result.lengths)
+        attention = None if result.attention is None else np.asarray(result.attention)
+        for k in np.flatnonzero(real):
+            hyps.append(task.target_vocab.decode(tokens[k]))
+            if attention is not None:
+                atts.append(attention[k, : lengths[k], : int(batch.source_lengths[k])])
+    hypotheses, attention = [None] * len(pairs), [None] * len(pairs)
+    for row, index in enumerate(order):
+        hypotheses[index] = hyps[row]
+        if atts:
+            attention[index] = atts[row]
+    return Translation(
+        hypotheses=hypotheses,
+        references=[list(p.target) for p in pairs],
+        source_lengths=np.array([len(p.source) for p in pairs]),
+        attention=attention if atts else None,
+    )

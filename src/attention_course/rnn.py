@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["gru_cell", "GRU", "GRUEncoder", "EncoderOutput", "reverse_padded", "lengths_to_mask"]
+__all__ = ["gru_cell", "GRU", "GRUEncoder", "EncoderOutput", "reverse_padded", "lengths_to_mask", "state_at_length"]
 
 
 def gru_cell(h: jax.Array, x: jax.Array, W: jax.Array, b: jax.Array, U: jax.Array) -> jax.Array:
@@ -53,6 +53,23 @@ def gru_cell(h: jax.Array, x: jax.Array, W: jax.Array, b: jax.Array, U: jax.Arra
 def lengths_to_mask(lengths: jax.Array, width: int) -> jax.Array:
     """Boolean mask ``[B, width]``: True at positions t < lengths[b] (the real tokens)."""
     return jnp.arange(width)[None, :] < jnp.asarray(lengths)[:, None]
+
+
+def state_at_length(states: jax.Array, lengths: jax.Array) -> jax.Array:
+    """The state at each sequence's last real position: ``states[b, lengths[b] - 1]``.
+
+    Args:
+      states: ``[B, T, H]``, one state per position (padding after each sequence's length).
+      lengths: ``[B]`` true lengths in [1, T].
+
+    Returns:
+      ``[B, H]``. Not ``states[:, -1]``, which for a padded sequence is a padding position.
+    """
+    if jnp.ndim(states) != 3:
+        raise ValueError(f"states: expected shape [B, T, H], got {tuple(jnp.shape(states))}")
+    _check_lengths(lengths, states.shape[0], states.shape[1])
+    index = (jnp.asarray(lengths) - 1)[:, None, None]  # [B, 1, 1]
+    return jnp.take_along_axis(states, index, axis=1)[:, 0]
 
 
 def reverse_padded(x: jax.Array, lengths: jax.Array) -> jax.Array:

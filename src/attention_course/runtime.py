@@ -26,6 +26,7 @@ __all__ = [
     "setup",
     "show_source",
     "setup_cell_source",
+    "glue",
 ]
 
 REPOSITORY_URL = "https://github.com/attention-course/attention-course"
@@ -133,6 +134,25 @@ def _strip_docstring(code: str) -> str:
     lines = code.splitlines()
     start, end = body[0].lineno - 1, body[0].end_lineno
     return "\n".join(lines[:start] + lines[end:])
+
+
+def glue(name: str, value: T, *, display: bool = False) -> T:
+    """Bind ``value`` to ``name`` for the book's prose (myst-nb ``glue``); returns ``value``.
+
+    In the book build the prose quotes it with ``{glue:text}`name:.1f``` or places a figure with
+    ``{glue:figure}``. Where myst-nb is not installed (Colab) it only returns the value; with
+    ``display=True`` the value is also shown as the cell's output.
+    """
+    try:
+        from myst_nb import glue as _myst_glue
+    except ImportError:
+        if display:
+            from IPython.display import display as _display
+
+            _display(value)
+        return value
+    _myst_glue(name, value, display=display)
+    return value
 
 
 def in_colab() -> bool:
