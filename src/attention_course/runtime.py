@@ -136,12 +136,12 @@ def _strip_docstring(code: str) -> str:
     return "\n".join(lines[:start] + lines[end:])
 
 
-def glue(name: str, value: T, *, display: bool = False) -> T:
-    """Bind ``value`` to ``name`` for the book's prose (myst-nb ``glue``); returns ``value``.
+def glue(name: str, value: Any, *, display: bool = False) -> None:
+    """Bind ``value`` to ``name`` for the book's prose (myst-nb ``glue``).
 
     In the book build the prose quotes it with ``{glue:text}`name:.1f``` or places a figure with
-    ``{glue:figure}``. Where myst-nb is not installed (Colab) it only returns the value; with
-    ``display=True`` the value is also shown as the cell's output.
+    ``{glue:figure}``. Where myst-nb is not installed (Colab) it does nothing, except that with
+    ``display=True`` the value is shown as the cell's output, as myst-nb would.
     """
     try:
         from myst_nb import glue as _myst_glue
@@ -150,9 +150,8 @@ def glue(name: str, value: T, *, display: bool = False) -> T:
             from IPython.display import display as _display
 
             _display(value)
-        return value
+        return
     _myst_glue(name, value, display=display)
-    return value
 
 
 def in_colab() -> bool:

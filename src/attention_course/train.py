@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm as _tqdm_auto
 from tqdm.std import tqdm as _tqdm_text
 
 __all__ = ["History", "fit", "sequence_cross_entropy", "default_optimizer", "Trainer"]
@@ -217,10 +216,10 @@ def _progress_bar(total: int, desc: str):
     # In Jupyter tqdm.auto draws a widget when ipywidgets is installed, else falls back to text.
     try:
         import ipywidgets  # noqa: F401
-
-        cls = _tqdm_auto
     except ImportError:
-        cls = _tqdm_text
+        cls = _tqdm_text  # importing tqdm.auto without ipywidgets would print a warning
+    else:
+        from tqdm.auto import tqdm as cls
     return cls(total=total, desc=desc, mininterval=1.0, dynamic_ncols=False, ncols=90)
 
 
