@@ -142,3 +142,19 @@ def test_translate_returns_pairs_in_order_with_cropped_attention():
     assert alone.hypotheses[0] == out.hypotheses[3]
     beam = decode.translate(model, pairs, task, batch_size=3, beam_size=2)
     assert len(beam.hypotheses) == 7
+
+
+def test_teacher_force_returns_step_by_step_logits_and_attention():
+    model = ToyAttention(seed=7)
+    target_in = jnp.array([[1, 3, 4], [1, 5, 2], [1, 6, 0]])
+    logits, attention = decode.teacher_force(model, SOURCE, LENGTHS, target_in)
+    assert logits.shape == (3, 3, 7) and attention.shape == (3, 3, 5)
+    memory = model.encode(SOURCE, LENGTHS)
+    state = model.init_decoder(memory)
+    for i in range(3):
+        step_logits, state, alpha = model.decode_step(memory, state, target_in[:, i])
+        np.testing.assert_allclose(logits[:, i], step_logits, atol=1e-5)
+        np.testing.assert_allclose(attention[:, i], alpha, atol=1e-6)
+    assert decode.teacher_force(ToyAttention(attention=False), SOURCE, LENGTHS, target_in)[1] is None
+    with pytest.raises(ValueError, match="target_in"):
+        decode.teacher_force(model, SOURCE, LENGTHS, target_in[:2])

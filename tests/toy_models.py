@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention_course import pooling, rnn
+from attention_course import decode, pooling, rnn
 from attention_course.train import sequence_cross_entropy
 
 
@@ -43,14 +43,7 @@ class ToyAttention(nnx.Module):
         return self.out(jnp.concatenate([s, c], axis=-1)), s, alpha
 
     def __call__(self, source, source_lengths, target_in):
-        memory = self.encode(source, source_lengths)
-
-        def step(s, y_prev):
-            logits, s, _ = self.decode_step(memory, s, y_prev)
-            return s, logits
-
-        _, logits = jax.lax.scan(step, self.init_decoder(memory), target_in.T)
-        return jnp.swapaxes(logits, 0, 1)
+        return decode.teacher_force(self, source, source_lengths, target_in)[0]
 
 
 def toy_loss(model, batch):

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention_course import rnn
+from attention_course import decode, rnn
 from attention_course.train import sequence_cross_entropy
 
 __all__ = ["EncoderDecoder", "reverse_source_words", "loss", "position_accuracy", "FLAVOURS"]
@@ -109,16 +109,8 @@ class EncoderDecoder(nnx.Module):
     # --- teacher forcing ---------------------------------------------------------------------------
     def __call__(self, source: jax.Array, source_lengths: jax.Array, target_in: jax.Array) -> jax.Array:
         """Logits ``[B, T_y, |V_y|]`` for every target position, given the gold previous words."""
-        if target_in.ndim != 2 or target_in.shape[0] != source.shape[0]:
-            raise ValueError(f"target_in: expected shape [{source.shape[0]}, T_y], got {tuple(target_in.shape)}")
-        memory = self.encode(source, source_lengths)
-
-        def step(s, y_prev):
-            logits, s, _ = self.decode_step(memory, s, y_prev)
-            return s, logits
-
-        _, logits = jax.lax.scan(step, self.init_decoder(memory), target_in.T)
-        return jnp.swapaxes(logits, 0, 1)
+        logits, _ = decode.teacher_force(self, source, source_lengths, target_in)
+        return logits
 
 
 def loss(model: EncoderDecoder, batch) -> tuple[jax.Array, dict]:

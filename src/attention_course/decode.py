@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["DecodeResult", "greedy_decode", "beam_search", "translate", "Translation", "PAD_ID", "BOS_ID", "EOS_ID"]
+__all__ = ["DecodeResult", "teacher_force", "greedy_decode", "beam_search", "translate", "Translation",
+           "PAD_ID", "BOS_ID", "EOS_ID"]
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # the same ids as attention_course.tasks
 
@@ -37,6 +38,30 @@ class DecodeResult(NamedTuple):
     lengths: jax.Array
     log_prob: jax.Array
     attention: jax.Array | None
+
+
+def teacher_force(model, source, source_lengths, target_in):
+    """Run the decoder over the gold previous words (teacher forcing): one ``lax.scan`` of ``decode_step``.
+
+    Args:
+      model: a decodable model (see the module docstring).
+      source: ``[B, T_x]`` token ids; source_lengths: ``[B]``.
+      target_in: ``[B, T_y]`` the decoder's inputs, BOS y_1 .. y_{n} (``tasks.Batch.target_in``).
+
+    Returns:
+      (logits ``[B, T_y, V]``, attention ``[B, T_y, T_x]`` or None for a model without attention).
+    """
+    if jnp.ndim(target_in) != 2 or jnp.shape(target_in)[0] != jnp.shape(source)[0]:
+        raise ValueError(f"target_in: expected shape [{jnp.shape(source)[0]}, T_y], got {tuple(jnp.shape(target_in))}")
+    memory = model.encode(source, source_lengths)
+
+    def step(state, y_prev):
+        logits, state, attention = model.decode_step(memory, state, y_prev)
+        return state, (logits, attention)
+
+    _, (logits, attention) = jax.lax.scan(step, model.init_decoder(memory), jnp.swapaxes(target_in, 0, 1))
+    logits = jnp.swapaxes(logits, 0, 1)
+    return logits, (None if attention is None else jnp.swapaxes(attention, 0, 1))
 
 
 def _check_model(model) -> None:
