@@ -288,3 +288,9 @@ def test_training_curves_rejects_bad_inputs():
     history.evals["accuracy"] = [0.5]
     with pytest.raises(ValueError, match=r"^history.evals\['accuracy'\]:"):
         plots.training_curves(history)
+
+
+def test_heatmap_colorbar_label():
+    fig = plots.alignment_heatmap(padded_weights(), SOURCE, TARGET, label="gold link")
+    labels = [child.get_ylabel() for ax in fig.axes for child in ax.child_axes]
+    assert "gold link" in labels

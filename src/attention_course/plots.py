@@ -203,6 +203,7 @@ def alignment_heatmap(
     ax: Axes | None = None,
     title: str | None = None,
     cmap: str | Colormap = "gray",
+    label: str = "attention weight",
 ) -> Figure:
     r"""Draw an attention matrix with its words, like Fig. 3 of Bahdanau et al. (2014).
 
@@ -211,6 +212,7 @@ def alignment_heatmap(
     colours).  Source words run along the top, rotated 90°; target words down the left.
 
     Args:
+      label: the colorbar's label (say "gold link" when drawing a gold alignment).
       weights: ``[Ty, Tx]`` attention weights, possibly padded; only the top-left
         ``len(target_tokens) x len(source_tokens)`` block is drawn.
       source_tokens: the source words (anything printable; ``EOS`` included if the model
@@ -221,6 +223,7 @@ def alignment_heatmap(
       ax: draw into this axes; by default a new figure sized to the matrix.
       title: optional title, written above the source words.
       cmap: the colormap (default ``"gray"``).
+      label: the colorbar's label (say "gold link" when drawing a gold alignment).
 
     Returns:
       The figure.  The colorbar is an inset of the heatmap's axes (``ax.child_axes``), so a
@@ -267,7 +270,7 @@ def alignment_heatmap(
             fontsize="small",
             handlelength=1.0,
         )
-    _add_colorbar(image, ax, "attention weight")
+    _add_colorbar(image, ax, label)
     return fig
 
 
