@@ -109,3 +109,14 @@ def test_stream_too_short_and_bad_model():
         train.fit(object(), toy_loss, [batch], steps=1, progress=False)
     with pytest.raises(ValueError, match="shape|agree"):
         train.sequence_cross_entropy(np.zeros((1, 2, 3)), np.zeros((1, 3), int), np.ones((1, 3), bool))
+
+
+def test_models_of_the_same_structure_share_compiled_steps():
+    first = train.Trainer(ToyAttention(seed=1), toy_loss, train.default_optimizer(1e-2))
+    first.run(_stream(0, widths=(4,)), 3, progress=False)
+    second = train.Trainer(ToyAttention(seed=2), toy_loss, train.default_optimizer(1e-2))
+    history = second.run(_stream(1, widths=(4,)), 3, progress=False)
+    assert first.traces == 1 and second.traces == 0 and history.compiles == []
+    assert train.default_optimizer(1e-2) is train.default_optimizer(1e-2)
+    # sharing executables does not mix up parameters: each model trained on its own
+    assert not np.allclose(first.model.out.kernel[...], second.model.out.kernel[...])

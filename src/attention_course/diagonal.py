@@ -122,12 +122,15 @@ def gold_offsets(pairs, *, scaled: bool = True) -> np.ndarray:
     """
     if len(pairs) == 0:
         raise ValueError("pairs: expected at least one pair, got none")
-    offsets = []
+    links, T_x, T_y = [], [], []
     for pair in pairs:
-        links = np.asarray(pair.alignment, dtype=np.float32).reshape(-1, 2)
-        mu = np.asarray(cursor(links[:, 0], len(pair.target) + 1, len(pair.source) + 1, scaled=scaled))
-        offsets.append(links[:, 1] - mu)
-    return np.concatenate(offsets)
+        n = len(pair.alignment)
+        links.append(np.asarray(pair.alignment, dtype=np.float64).reshape(-1, 2))
+        T_x.append(np.full(n, len(pair.source) + 1))
+        T_y.append(np.full(n, len(pair.target) + 1))
+    links = np.concatenate(links)
+    mu = np.asarray(cursor(links[:, 0], np.concatenate(T_y), np.concatenate(T_x), scaled=scaled), np.float64)
+    return links[:, 1] - mu
 
 
 def coverage(pairs, *, scaled: bool = True, radius: float = 1.0) -> float:

@@ -14,6 +14,7 @@ step is a pure function of arrays, which keeps per-step Python overhead small on
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -49,8 +50,13 @@ def sequence_cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Arra
     return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
+@functools.lru_cache(maxsize=None)
 def default_optimizer(learning_rate: float = 3e-3, clip: float = 1.0) -> optax.GradientTransformation:
-    """Adam with the global gradient norm clipped (recurrent nets occasionally produce large gradients)."""
+    """Adam with the global gradient norm clipped (recurrent nets occasionally produce large gradients).
+
+    The same arguments return the same (stateless) object, so models of the same structure trained
+    with it share their compiled train steps.
+    """
     return optax.chain(optax.clip_by_global_norm(clip), optax.adam(learning_rate))
 
 
@@ -60,7 +66,8 @@ class History:
 
     step, loss: the training loss averaged over each logging interval, at the interval's last step.
     eval_step, evals: each metric returned by ``eval_fn``, aligned with ``eval_step``.
-    compiles: one entry per compiled batch shape: ``{"shapes": ..., "seconds": ...}``.
+    compiles: one entry per batch shape compiled during the run: ``{"shapes": ..., "seconds": ...}``
+      (a shape already compiled for a model of the same structure is reused, and not listed).
     train_seconds: wall time of the training steps, compilation excluded.
     steps_per_second: steps / train_seconds.
     """
@@ -98,7 +105,14 @@ class History:
 
 def _shape_key(tree) -> tuple:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return (treedef, tuple((np.shape(x), np.result_type(x).str) for x in leaves))
+    return (treedef, tuple((np.shape(x), np.dtype(getattr(x, "dtype", None) or np.result_type(x)).str)
+                           for x in leaves))
+
+
+# Compiled train steps shared by every Trainer: models with the same structure (equal nnx GraphDefs),
+# loss function and optimiser object reuse each other's executables for the same shapes, so e.g. a
+# chapter that trains one architecture on two datasets compiles each bucket shape once.
+_COMPILED: dict[tuple, Any] = {}
 
 
 class Trainer:
@@ -145,11 +159,15 @@ class Trainer:
         fn = self.compiled.get(key)
         args = (self.params, self.rest, self.opt_state, batch)
         if fn is None:
-            start = time.perf_counter()
-            fn = jax.jit(self._step).lower(*args).compile()
-            seconds = time.perf_counter() - start
+            shared_key = (self.graphdef, self.loss_fn, self.optimizer, _shape_key(args))
+            fn = _COMPILED.get(shared_key)
+            if fn is None:
+                start = time.perf_counter()
+                fn = jax.jit(self._step).lower(*args).compile()
+                seconds = time.perf_counter() - start
+                _COMPILED[shared_key] = fn
+                self.compile_log.append({"shapes": [s for s, _ in key[1]], "seconds": seconds})
             self.compiled[key] = fn
-            self.compile_log.append({"shapes": [s for s, _ in key[1]], "seconds": seconds})
         self.params, self.rest, self.opt_state, loss, metrics = fn(*args)
         return loss, metrics
 
