@@ -8,6 +8,7 @@ from flax import nnx
 from hypothesis import given, settings, strategies as st
 
 from attention_course import bottleneck, decode, tasks, train
+from toy_models import assert_padding_invariant
 
 TASK = tasks.get_task("translate")
 VX, VY = len(TASK.source_vocab), len(TASK.target_vocab)
@@ -63,13 +64,7 @@ def test_teacher_forcing_equals_stepping_the_decoder():
 def test_padding_does_not_change_the_output(extra, flavour, reverse, seed):
     model = small(flavour, reverse)
     pairs = tasks.generate(TASK, 3, seed=seed, min_length=3, max_length=9)
-    tight = tasks.make_batch(pairs, TASK)
-    wide = tasks.make_batch(pairs, TASK, source_width=tight.source.shape[1] + extra,
-                            target_width=tight.target_in.shape[1] + extra)
-    a = model(tight.source, tight.source_lengths, tight.target_in)
-    b = model(wide.source, wide.source_lengths, wide.target_in)[:, : tight.target_in.shape[1]]
-    mask = tight.target_mask
-    np.testing.assert_allclose(np.asarray(b)[mask], np.asarray(a)[mask], atol=1e-5)
+    assert_padding_invariant(model, TASK, pairs, extra)
 
 
 def test_reverse_source_words_keeps_eos_last_and_padding_in_place():

@@ -7,6 +7,7 @@ from flax import nnx
 from hypothesis import given, settings, strategies as st
 
 from attention_course import decode, diagonal, seq2seq, tasks, train
+from toy_models import assert_padding_invariant
 
 
 @settings(max_examples=25, deadline=None)
@@ -105,15 +106,7 @@ def test_padding_does_not_change_the_output(extra, width, seed):
     task = tasks.get_task("translate")
     model = model_for(task, width=width, ratio=1.04)
     pairs = tasks.generate(task, 3, seed=seed, min_length=3, max_length=9)
-    tight = tasks.make_batch(pairs, task)
-    wide = tasks.make_batch(pairs, task, source_width=tight.source.shape[1] + extra,
-                            target_width=tight.target_in.shape[1] + extra)
-    a, alpha_a = model(tight.source, tight.source_lengths, tight.target_in)
-    b, alpha_b = model(wide.source, wide.source_lengths, wide.target_in)
-    mask = tight.target_mask
-    np.testing.assert_allclose(np.asarray(b)[:, : mask.shape[1]][mask], np.asarray(a)[mask], atol=1e-5)
-    np.testing.assert_allclose(np.asarray(alpha_b)[:, : mask.shape[1], : tight.source.shape[1]][mask],
-                               np.asarray(alpha_a)[mask], atol=1e-6)
+    assert_padding_invariant(model, task, pairs, extra)
 
 
 def test_decoders_return_the_fixed_weights():

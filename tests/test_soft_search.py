@@ -8,6 +8,7 @@ from flax import nnx
 from hypothesis import given, settings, strategies as st
 
 from attention_course import decode, pooling, seq2seq, soft_search, tasks, train
+from toy_models import assert_padding_invariant
 
 
 def numpy_additive_score(s, h, W_a, U_a, v_a):
@@ -96,16 +97,7 @@ def small_model(seed=0):
 def test_padding_does_not_change_the_model(extra, seed):
     model = small_model()
     pairs = tasks.generate(TASK, 3, seed=seed, min_length=3, max_length=9)
-    tight = tasks.make_batch(pairs, TASK)
-    wide = tasks.make_batch(pairs, TASK, source_width=tight.source.shape[1] + extra,
-                            target_width=tight.target_in.shape[1] + extra)
-    a, alpha_a = model(tight.source, tight.source_lengths, tight.target_in)
-    b, alpha_b = model(wide.source, wide.source_lengths, wide.target_in)
-    mask = tight.target_mask
-    np.testing.assert_allclose(np.asarray(b)[:, : mask.shape[1]][mask], np.asarray(a)[mask], atol=1e-5)
-    np.testing.assert_allclose(np.asarray(alpha_b)[:, : mask.shape[1], : tight.source.shape[1]][mask],
-                               np.asarray(alpha_a)[mask], atol=1e-6)
-    assert np.all(np.asarray(alpha_b)[:, :, tight.source.shape[1]:] == 0)
+    assert_padding_invariant(model, TASK, pairs, extra)
 
 
 def test_beam_of_one_is_greedy_and_attention_is_returned():

@@ -76,3 +76,28 @@ def toy_batch(sequences, width: int, *, reverse: bool = False) -> ToyBatch:
     lengths = np.array([len(s) + 1 for s in sequences], np.int32)
     mask = np.arange(width + 1)[None] < lengths[:, None]
     return ToyBatch(src, mask, lengths, tin, tout, mask, lengths)
+
+
+def assert_padding_invariant(model, task, pairs, extra: int) -> None:
+    """Pad a batch by ``extra`` more positions on both sides: real logits (and attention) must not change.
+
+    Works for models whose ``__call__`` returns logits, or (logits, alpha); padded source columns
+    of alpha must be exactly 0.
+    """
+    from attention_course import tasks
+
+    tight = tasks.make_batch(pairs, task)
+    wide = tasks.make_batch(pairs, task, source_width=tight.source.shape[1] + extra,
+                            target_width=tight.target_in.shape[1] + extra)
+
+    def run(batch):
+        out = model(batch.source, batch.source_lengths, batch.target_in)
+        return out if isinstance(out, tuple) else (out, None)
+
+    (a, alpha_a), (b, alpha_b) = run(tight), run(wide)
+    mask, T_x = tight.target_mask, tight.source.shape[1]
+    np.testing.assert_allclose(np.asarray(b)[:, : mask.shape[1]][mask], np.asarray(a)[mask], atol=1e-5)
+    if alpha_a is not None:
+        np.testing.assert_allclose(np.asarray(alpha_b)[:, : mask.shape[1], :T_x][mask], np.asarray(alpha_a)[mask],
+                                   atol=1e-6)
+        assert np.all(np.asarray(alpha_b)[:, :, T_x:] == 0)
