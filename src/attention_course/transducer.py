@@ -10,13 +10,15 @@ a monotone path from (1, 0) to (T, U) closed by a final blank, and
     Pr(y | x) = sum over alignments a of prod_{moves of a} Pr(move | t, u).
 
 With the shorthand of the paper, y(t, u) = Pr(y_{u+1} | t, u) and blank(t, u) = Pr(blank | t, u),
-the forward variables alpha(t, u) (probability of having written y_1..y_u by frame t) obey
+the forward variables alpha(t, u) (probability of having written y_1..y_u by frame t; the book
+writes them with a right arrow over P, keeping alpha for attention weights) obey
 
     alpha(1, 0) = 1,
     alpha(t, u) = alpha(t-1, u) blank(t-1, u) + alpha(t, u-1) y(t, u-1),
     Pr(y | x)   = alpha(T, U) blank(T, U),
 
-and the backward variables beta(t, u) (probability of writing the rest from (t, u)) obey
+and the backward variables beta(t, u) (probability of writing the rest from (t, u); a left arrow
+over P in the book) obey
 
     beta(T, U) = blank(T, U),
     beta(t, u) = beta(t+1, u) blank(t, u) + beta(t, u+1) y(t, u).
@@ -30,9 +32,11 @@ and alpha(t, u) beta(t, u) / Pr(y | x) is the posterior probability that the pat
 Everything here is computed in log space, 0-based (frame t = 0 .. T-1, u = 0 .. U), batched with
 per-example lengths. The recursions sweep the **anti-diagonals**: all nodes with the same t + u
 depend only on the previous anti-diagonal, so one ``lax.scan`` of T + U - 1 vectorised steps
-replaces the T * U sequential steps of a double loop (:func:`rnnt_loss_nested_scan` keeps that
-straightforward version for comparison). Autodiff through the scan gives the gradient; the tests
-check it against Graves's alpha-beta formula and against finite differences.
+replaces the T (U+1) sequential steps of a double loop (:func:`rnnt_loss_nested_scan` keeps that
+straightforward version for comparison). The gradient of the loss is Graves's formula, each move's
+posterior probability from alpha and beta (a ``jax.custom_vjp``); the tests check it against
+automatic differentiation of the double loop, against finite differences of a brute-force
+enumeration of the paths, and against ``jax.test_util.check_grads``.
 
 The model (:class:`Transducer`) is Graves's three networks: a bidirectional GRU reads the source
 (transcription network, frames f_t), a GRU reads the labels written so far (prediction network,
@@ -61,6 +65,7 @@ __all__ = [
     "lattice",
     "skew",
     "unskew",
+    "diagonals",
     "forward_sweep",
     "backward_sweep",
     "rnnt_loss",
@@ -114,13 +119,13 @@ def _check(logits, labels, logit_lengths, label_lengths, blank) -> None:
             raise ValueError(f"{name}: expected integers, got dtype {jnp.result_type(value)}")
     if isinstance(blank, bool) or not isinstance(blank, (int, np.integer)) or not 0 <= blank < V:
         raise ValueError(f"blank: expected an int id in [0, {V - 1}], got {blank!r}")
-    if _concrete(logit_lengths):
-        lo, hi = int(jnp.min(logit_lengths)), int(jnp.max(logit_lengths))
+    if _concrete(logit_lengths):  # NumPy, not jnp: under an outer jit, jnp would stage even a constant
+        lo, hi = int(np.min(np.asarray(logit_lengths))), int(np.max(np.asarray(logit_lengths)))
         if lo < 1 or hi > T:
             raise ValueError(f"logit_lengths: every length must be in [1, {T}] (T, the frames of logits), "
                              f"got min {lo}, max {hi}")
     if _concrete(label_lengths):
-        lo, hi = int(jnp.min(label_lengths)), int(jnp.max(label_lengths))
+        lo, hi = int(np.min(np.asarray(label_lengths))), int(np.max(np.asarray(label_lengths)))
         if lo < 0 or hi > U1 - 1:
             raise ValueError(f"label_lengths: every length must be in [0, {U1 - 1}] (U, the width of labels), "
                              f"got min {lo}, max {hi}")
@@ -153,12 +158,14 @@ def lattice(logits: jax.Array, labels: jax.Array, label_lengths: jax.Array, *, b
     Returns:
       (log_blank, log_y), both ``[B, T, U+1]``; log_y is NEG at u >= U_b (nothing left to write).
     """
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [B, T, U+1, V]
-    B, T, U1, _ = logp.shape
-    log_blank = logp[..., blank]  # [B, T, U+1]
+    dtype = jnp.promote_types(logits.dtype, jnp.float32)  # bfloat16/float16 are summed in float32
+    z = logits.astype(dtype)  # [B, T, U+1, V]
+    B, T, U1, _ = z.shape
+    log_norm = jax.nn.logsumexp(z, axis=-1)  # [B, T, U+1]; only two entries per node are needed after it
+    log_blank = z[..., blank] - log_norm
     padded = jnp.concatenate([labels.astype(jnp.int32), jnp.zeros((B, 1), jnp.int32)], axis=1)  # [B, U+1]
     index = jnp.broadcast_to(padded[:, None, :, None], (B, T, U1, 1))
-    log_y = jnp.take_along_axis(logp, index, axis=-1)[..., 0]  # [B, T, U+1]
+    log_y = jnp.take_along_axis(z, index, axis=-1)[..., 0] - log_norm  # [B, T, U+1]
     has_next = jnp.arange(U1)[None, :] < label_lengths[:, None]  # [B, U+1]
     return log_blank, jnp.where(has_next[:, None, :], log_y, NEG)
 
@@ -167,21 +174,24 @@ def skew(x: jax.Array, fill: float = NEG) -> jax.Array:
     """Rearrange a lattice by anti-diagonals: ``[B, T, U+1] -> [B, T+U, U+1]``, out[b, n, u] = x[b, n-u, u].
 
     Row n of the result holds the nodes with t + u = n; places with n - u outside [0, T) get ``fill``.
+    Column u is column u of ``x`` moved down by u places. No gather: each row of the transposed lattice
+    is padded with U+1 fills and the rows are re-cut one element shorter, which shifts row u by u
+    (pads and reshapes keep the gradient a cheap slice, where a gather's would be a scatter).
     """
     B, T, U1 = x.shape
-    n = jnp.arange(T + U1 - 1)[:, None]  # [N, 1]
-    u = jnp.arange(U1)[None, :]  # [1, U+1]
-    t = n - u  # [N, U+1]
-    inside = (t >= 0) & (t < T)
-    out = x[:, jnp.clip(t, 0, T - 1), u]  # [B, N, U+1]
-    return jnp.where(inside[None], out, fill)
+    N = T + U1 - 1
+    rows = jnp.swapaxes(x, 1, 2)  # [B, U+1, T]
+    rows = jnp.pad(rows, ((0, 0), (0, 0), (0, U1)), constant_values=fill)  # [B, U+1, T+U+1]
+    flat = rows.reshape(B, U1 * (N + 1))[:, : U1 * N]  # re-cut in rows of N: row u moves right by u
+    return jnp.swapaxes(flat.reshape(B, U1, N), 1, 2)  # [B, N, U+1]
 
 
 def unskew(x: jax.Array, T: int) -> jax.Array:
     """The inverse of :func:`skew`: ``[B, T+U, U+1] -> [B, T, U+1]``, out[b, t, u] = x[b, t+u, u]."""
-    U1 = x.shape[-1]
-    n = jnp.arange(T)[:, None] + jnp.arange(U1)[None, :]  # [T, U+1]
-    return x[:, n, jnp.arange(U1)[None, :]]
+    B, N, U1 = x.shape
+    flat = jnp.swapaxes(x, 1, 2).reshape(B, U1 * N)  # rows of N
+    flat = jnp.pad(flat, ((0, 0), (0, U1)))  # re-cut in rows of N + 1: row u moves left by u
+    return jnp.swapaxes(flat.reshape(B, U1, N + 1)[:, :, :T], 1, 2)
 
 
 def _valid(logit_lengths, label_lengths, T: int, U1: int) -> jax.Array:
@@ -215,14 +225,14 @@ def forward_sweep(log_blank: jax.Array, log_y: jax.Array, valid: jax.Array,
     one (Viterbi). Nodes outside an example's lattice are held at NEG.
 
     Args:
-      log_blank, log_y: ``[B, N, U+1]`` skewed (:func:`skew`), N = T + U.
-      valid: ``[B, N, U+1]`` bool, skewed :func:`_valid`.
+      log_blank, log_y: ``[N, B, U+1]``, diagonal-major (:func:`diagonals`), N = T + U.
+      valid: ``[N, B, U+1]`` bool, True at the nodes of each example's lattice.
 
     Returns:
       ``[N, B, U+1]`` log alpha, diagonal by diagonal (N - 1 sequential steps).
     """
-    B, N, U1 = log_blank.shape
-    first = jnp.where(valid[:, 0], jnp.full((B, U1), NEG).at[:, 0].set(0.0), NEG)  # alpha(0, 0) = 1
+    N, B, U1 = log_blank.shape
+    first = jnp.where(valid[0], jnp.full((B, U1), NEG, log_blank.dtype).at[:, 0].set(0.0), NEG)  # alpha(0,0) = 1
 
     def step(alpha, inputs):  # alpha: [B, U+1] on diagonal n-1
         blank_prev, y_prev, valid_n = inputs
@@ -231,8 +241,7 @@ def forward_sweep(log_blank: jax.Array, log_y: jax.Array, valid: jax.Array,
         alpha = jnp.where(valid_n, combine(stay, write), NEG)
         return alpha, alpha
 
-    xs = (jnp.swapaxes(log_blank[:, :-1], 0, 1), jnp.swapaxes(log_y[:, :-1], 0, 1), jnp.swapaxes(valid[:, 1:], 0, 1))
-    _, rest = jax.lax.scan(step, first, xs)
+    _, rest = jax.lax.scan(step, first, (log_blank[:-1], log_y[:-1], valid[1:]))
     return jnp.concatenate([first[None], rest], axis=0)
 
 
@@ -244,13 +253,13 @@ def backward_sweep(log_blank: jax.Array, log_y: jax.Array, valid: jax.Array, ter
                                   log beta_{n+1}[u+1] + log y_n[u])     (t, u+1): place u+1
 
     Args:
-      log_blank, log_y, valid, terminal: ``[B, N, U+1]``, skewed; ``terminal`` is True at each
-        example's node (T_b - 1, U_b).
+      log_blank, log_y, valid, terminal: ``[N, B, U+1]``, diagonal-major; ``terminal`` is True at
+        each example's node (T_b - 1, U_b).
 
     Returns:
       ``[N, B, U+1]`` log beta.
     """
-    B, N, U1 = log_blank.shape
+    N, B, U1 = log_blank.shape
 
     def step(beta, inputs):  # beta: [B, U+1] on diagonal n+1
         blank_n, y_n, valid_n, terminal_n = inputs
@@ -258,20 +267,29 @@ def backward_sweep(log_blank: jax.Array, log_y: jax.Array, valid: jax.Array, ter
         beta = jnp.where(terminal_n, blank_n, jnp.where(valid_n, value, NEG))
         return beta, beta
 
-    xs = tuple(jnp.swapaxes(a, 0, 1) for a in (log_blank, log_y, valid, terminal))
-    _, betas = jax.lax.scan(step, jnp.full((B, U1), NEG), xs, reverse=True)
+    _, betas = jax.lax.scan(step, jnp.full((B, U1), NEG, log_blank.dtype), (log_blank, log_y, valid, terminal),
+                            reverse=True)
     return betas
 
 
-def _prepare(logits, labels, logit_lengths, label_lengths, blank):
-    """Everything the sweeps need, skewed: (log_blank, log_y, valid, terminal), each ``[B, N, U+1]``."""
-    B, T, U1, _ = logits.shape
-    log_blank, log_y = lattice(logits, labels, label_lengths, blank=blank)
-    valid = _valid(logit_lengths, label_lengths, T, U1)
-    terminal = ((jnp.arange(T)[None, :, None] == (logit_lengths - 1)[:, None, None])
-                & (jnp.arange(U1)[None, None, :] == label_lengths[:, None, None]))
-    return (skew(log_blank), skew(log_y), skew(valid.astype(jnp.float32), 0.0) > 0,
-            skew(terminal.astype(jnp.float32), 0.0) > 0)
+def diagonals(x: jax.Array, fill: float = NEG) -> jax.Array:
+    """The lattice ``[B, T, U+1]`` diagonal-major, as the sweeps read it: ``[N, B, U+1]``, N = T + U,
+    out[n, b, u] = x[b, n-u, u] (:func:`skew` with the diagonal axis first)."""
+    return jnp.swapaxes(skew(x, fill), 0, 1)
+
+
+def _prepare(log_blank, log_y, logit_lengths, label_lengths):
+    """Everything the sweeps need, diagonal-major: (log_blank, log_y, valid, terminal), each
+    ``[N, B, U+1]``; ``valid`` marks each example's nodes (t < T_b, u <= U_b), ``terminal`` its node
+    (T_b - 1, U_b). The masks are computed in place, from n and u, without skewing anything."""
+    B, T, U1 = log_blank.shape
+    n = jnp.arange(T + U1 - 1)[:, None, None]  # [N, 1, 1]
+    u = jnp.arange(U1)[None, None, :]  # [1, 1, U+1]
+    t = n - u
+    T_b, U_b = logit_lengths[None, :, None], label_lengths[None, :, None]
+    valid = (t >= 0) & (t < T_b) & (u <= U_b)
+    terminal = (t == T_b - 1) & (u == U_b)
+    return diagonals(log_blank), diagonals(log_y), valid, terminal
 
 
 def _at_terminal(table_nbu: jax.Array, logit_lengths, label_lengths) -> jax.Array:
@@ -280,12 +298,59 @@ def _at_terminal(table_nbu: jax.Array, logit_lengths, label_lengths) -> jax.Arra
     return table_nbu[n, jnp.arange(n.shape[0]), label_lengths]
 
 
+@jax.custom_vjp
+def _log_pr_antidiagonal(log_blank, log_y, logit_lengths, label_lengths):
+    """log Pr(y|x) ``[B]`` = log alpha(T_b-1, U_b) + log blank(T_b-1, U_b), from the lattice
+    ``[B, T, U+1]`` x 2 by one scan over the anti-diagonals (:func:`forward_sweep`)."""
+    return _log_pr_fwd(log_blank, log_y, logit_lengths, label_lengths)[0]
+
+
+def _log_pr_fwd(log_blank, log_y, logit_lengths, label_lengths):
+    diag_blank, diag_y, valid, terminal = _prepare(log_blank, log_y, logit_lengths, label_lengths)
+    alpha = forward_sweep(diag_blank, diag_y, valid)  # [N, B, U+1]
+    log_pr = _at_terminal(alpha, logit_lengths, label_lengths) + _at_terminal(diag_blank, logit_lengths, label_lengths)
+    return log_pr, (alpha, log_blank, log_y, diag_blank, diag_y, valid, terminal, logit_lengths, label_lengths)
+
+
+def _log_pr_bwd(residuals, g):
+    """Graves's gradient: each move's posterior probability, from alpha and beta (one more sweep).
+
+        d log Pr / d log blank(t, u) = alpha(t, u) blank(t, u) beta(t+1, u) / Pr(y|x)
+        d log Pr / d log y(t, u)     = alpha(t, u) y(t, u) beta(t, u+1) / Pr(y|x)
+
+    with beta(T_b, U_b) = 1 after the final blank. Cheaper than differentiating through the scan:
+    one backward sweep and two elementwise products, instead of a transposed scan of logaddexp.
+
+    Pr(y|x) is taken, for the moves leaving diagonal n, as sum_u alpha_n[u] beta_n[u] -- equal to
+    Pr(y|x) for every n, but computed from the same rounded alpha and beta as the moves: in float32
+    the logs reach thousands on long lattices, and this keeps each diagonal's moves summing to one.
+    """
+    alpha, log_blank, log_y, diag_blank, diag_y, valid, terminal, logit_lengths, label_lengths = residuals
+    B, T, U1 = log_blank.shape
+    beta = backward_sweep(diag_blank, diag_y, valid, terminal)  # [N, B, U+1]
+    log_pr_n = jnp.swapaxes(jax.nn.logsumexp(alpha + beta, axis=2), 0, 1)  # [B, N]: log Pr(y|x) from each diagonal
+    # back to the lattice layout [B, T, U+1] first: the products below then read every array in order
+    alpha, beta = (unskew(jnp.swapaxes(x, 0, 1), T) for x in (alpha, beta))
+    t, u = jnp.arange(T)[:, None], jnp.arange(U1)[None, :]
+    log_pr = log_pr_n[:, t + u]  # [B, T, U+1]: the diagonal of each node
+    beta_pad = jnp.pad(beta, ((0, 0), (0, 1), (0, 1)), constant_values=NEG)  # beta at t = T or u = U+1: none
+    last = (t[None] == logit_lengths[:, None, None] - 1) & (u[None] == label_lengths[:, None, None])
+    after_blank = jnp.where(last, 0.0, beta_pad[:, 1:, :-1])  # beta(t+1, u); 1 after the final blank
+    after_y = beta_pad[:, :-1, 1:]  # beta(t, u+1)
+    inside = _valid(logit_lengths, label_lengths, T, U1)
+    scale = g[:, None, None]
+    d_blank = jnp.where(inside, scale * jnp.exp(alpha + log_blank + after_blank - log_pr), 0.0)
+    d_y = jnp.where(inside, scale * jnp.exp(alpha + log_y + after_y - log_pr), 0.0)
+    return d_blank, d_y, None, None
+
+
+_log_pr_antidiagonal.defvjp(_log_pr_fwd, _log_pr_bwd)
+
+
 @partial(jax.jit, static_argnames=("blank",))
 def _log_likelihood(logits, labels, logit_lengths, label_lengths, blank):
-    log_blank, log_y, valid, terminal = _prepare(logits, labels, logit_lengths, label_lengths, blank)
-    alpha = forward_sweep(log_blank, log_y, valid)  # [N, B, U+1]
-    final_blank = _at_terminal(jnp.swapaxes(log_blank, 0, 1), logit_lengths, label_lengths)
-    return _at_terminal(alpha, logit_lengths, label_lengths) + final_blank  # log Pr(y|x) = log alpha(T,U) blank(T,U)
+    log_blank, log_y = lattice(logits, labels, label_lengths, blank=blank)
+    return _log_pr_antidiagonal(log_blank, log_y, logit_lengths, label_lengths)
 
 
 def rnnt_loss(logits: jax.Array, labels: jax.Array, logit_lengths: jax.Array, label_lengths: jax.Array,
@@ -316,10 +381,9 @@ def rnnt_loss(logits: jax.Array, labels: jax.Array, logit_lengths: jax.Array, la
                             jnp.asarray(label_lengths, jnp.int32), int(blank))
 
 
-@partial(jax.jit, static_argnames=("blank",))
-def _log_likelihood_nested(logits, labels, logit_lengths, label_lengths, blank):
-    B, T, U1, _ = logits.shape
-    log_blank, log_y = lattice(logits, labels, label_lengths, blank=blank)
+def _log_pr_nested(log_blank, log_y, logit_lengths, label_lengths):
+    """log Pr(y|x) ``[B]`` from the lattice by a scan over frames t, each with a scan over u inside."""
+    B, T, U1 = log_blank.shape
     valid = _valid(logit_lengths, label_lengths, T, U1)
 
     def row(alpha_prev, inputs):  # alpha_prev: [B, U+1], row t-1; inputs for row t
@@ -331,16 +395,22 @@ def _log_likelihood_nested(logits, labels, logit_lengths, label_lengths, blank):
             a = jnp.where(ok, jnp.logaddexp(above, left), NEG)
             return a + y_u, a
 
-        _, alpha_row = jax.lax.scan(cell, jnp.full((B,), NEG),
+        _, alpha_row = jax.lax.scan(cell, jnp.full((B,), NEG, log_blank.dtype),
                                     (from_above.T, y_row.T, valid_row.T))
         return alpha_row.T, alpha_row.T
 
-    first_above = jnp.full((B, U1), NEG).at[:, 0].set(0.0)  # a virtual row -1 that enters (0, 0) with log 1
-    blank_prev = jnp.concatenate([jnp.zeros((B, 1, U1)), log_blank[:, :-1]], axis=1)  # [B, T, U+1]
+    first_above = jnp.full((B, U1), NEG, log_blank.dtype).at[:, 0].set(0.0)  # a virtual row -1 entering (0, 0)
+    blank_prev = jnp.concatenate([jnp.zeros_like(log_blank[:, :1]), log_blank[:, :-1]], axis=1)  # [B, T, U+1]
     xs = (jnp.swapaxes(blank_prev, 0, 1), jnp.swapaxes(log_y, 0, 1), jnp.swapaxes(valid, 0, 1))
     _, alpha = jax.lax.scan(row, first_above, xs)  # [T, B, U+1]
     b = jnp.arange(B)
     return alpha[logit_lengths - 1, b, label_lengths] + log_blank[b, logit_lengths - 1, label_lengths]
+
+
+@partial(jax.jit, static_argnames=("blank",))
+def _log_likelihood_nested(logits, labels, logit_lengths, label_lengths, blank):
+    log_blank, log_y = lattice(logits, labels, label_lengths, blank=blank)
+    return _log_pr_nested(log_blank, log_y, logit_lengths, label_lengths)
 
 
 def rnnt_loss_nested_scan(logits: jax.Array, labels: jax.Array, logit_lengths: jax.Array,
@@ -431,13 +501,14 @@ def rnnt_loss_brute_force(logits, labels, logit_lengths, label_lengths, *, blank
 @partial(jax.jit, static_argnames=("blank",))
 def _alpha_beta(logits, labels, logit_lengths, label_lengths, blank):
     T = logits.shape[1]
-    log_blank, log_y, valid, terminal = _prepare(logits, labels, logit_lengths, label_lengths, blank)
+    log_blank, log_y = lattice(logits, labels, label_lengths, blank=blank)
+    log_blank, log_y, valid, terminal = _prepare(log_blank, log_y, logit_lengths, label_lengths)
     alpha = forward_sweep(log_blank, log_y, valid)
     beta = backward_sweep(log_blank, log_y, valid, terminal)
     to_lattice = lambda table: unskew(jnp.swapaxes(table, 0, 1), T)  # noqa: E731
-    valid_lattice = unskew(valid, T)
+    valid_lattice = _valid(logit_lengths, label_lengths, T, logits.shape[2])
     outside = lambda x: jnp.where(valid_lattice, x, -jnp.inf)  # noqa: E731
-    final_blank = _at_terminal(jnp.swapaxes(log_blank, 0, 1), logit_lengths, label_lengths)
+    final_blank = _at_terminal(log_blank, logit_lengths, label_lengths)
     log_pr = _at_terminal(alpha, logit_lengths, label_lengths) + final_blank
     return outside(to_lattice(alpha)), outside(to_lattice(beta)), log_pr
 
@@ -474,23 +545,27 @@ class Alignment(NamedTuple):
 
     t, u: ``[B, T+U]`` int, the n-th node visited (it lies on anti-diagonal n); mask: ``[B, T+U]``
     bool, True for the T_b + U_b nodes of example b; log_prob: ``[B]``, the path's log-probability
-    (final blank included).
+    (final blank included); frames: ``[B, U]`` int, the frame t at which label y_{u+1} is written
+    (the move (t, u) -> (t, u+1)), -1 past U_b: the transducer's hard alignment, monotone by
+    construction.
     """
 
     t: jax.Array
     u: jax.Array
     mask: jax.Array
     log_prob: jax.Array
+    frames: jax.Array
 
 
 @partial(jax.jit, static_argnames=("blank",))
 def _viterbi(logits, labels, logit_lengths, label_lengths, blank):
-    log_blank, log_y, valid, _ = _prepare(logits, labels, logit_lengths, label_lengths, blank)
+    log_blank, log_y = lattice(logits, labels, label_lengths, blank=blank)
+    log_blank, log_y, valid, _ = _prepare(log_blank, log_y, logit_lengths, label_lengths)
     delta = forward_sweep(log_blank, log_y, valid, combine=jnp.maximum)  # [N, B, U+1]
     N, B, U1 = delta.shape
     b = jnp.arange(B)
     last = logit_lengths - 1 + label_lengths  # the diagonal of each terminal node
-    blank_nbu, y_nbu = jnp.swapaxes(log_blank, 0, 1), jnp.swapaxes(log_y, 0, 1)
+    blank_nbu, y_nbu = log_blank, log_y  # [N, B, U+1]
 
     def back(u, n):  # u: [B], the place on diagonal n; returns the place on diagonal n-1
         prev = n - 1
@@ -508,7 +583,12 @@ def _viterbi(logits, labels, logit_lengths, label_lengths, blank):
     t_path = n - u_path
     mask = n <= last[None, :]
     score = _at_terminal(delta, logit_lengths, label_lengths) + _at_terminal(blank_nbu, logit_lengths, label_lengths)
-    return Alignment(jnp.where(mask, t_path, 0).T, jnp.where(mask, u_path, 0).T, mask.T, score)
+    t_path, u_path, mask = jnp.where(mask, t_path, 0).T, jnp.where(mask, u_path, 0).T, mask.T  # [B, N]
+    writes = mask[:, 1:] & (u_path[:, 1:] == u_path[:, :-1] + 1)  # the move leaving node n wrote y_{u+1}
+    index = jnp.where(writes, u_path[:, :-1], U1 - 1)  # label y_{u+1} goes to place u; other moves out of range
+    frames = jnp.full((B, U1 - 1), -1, jnp.int32).at[b[:, None], index].set(t_path[:, :-1].astype(jnp.int32),
+                                                                            mode="drop")
+    return Alignment(t_path, u_path, mask, score, frames)
 
 
 def viterbi_alignment(logits, labels, logit_lengths, label_lengths, *, blank: int = 0) -> Alignment:
