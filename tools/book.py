@@ -51,6 +51,10 @@ def build_fast() -> int:
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["execute"] = dict(config.get("execute", {}), execute_notebooks="force")
     config["execute"].pop("cache", None)
+    # Paths of local extensions are relative to the config file: make them absolute for the copy.
+    local = config.get("sphinx", {}).get("local_extensions") or {}
+    for name, path in local.items():
+        local[name] = str((ROOT / path).resolve())
     fast_config = out / "_config.yml"
     fast_config.write_text(yaml.safe_dump(config, sort_keys=False))
     env = dict(os.environ, **{FAST_ENV: "1"})
