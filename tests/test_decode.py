@@ -156,5 +156,11 @@ def test_teacher_force_returns_step_by_step_logits_and_attention():
         np.testing.assert_allclose(logits[:, i], step_logits, atol=1e-5)
         np.testing.assert_allclose(attention[:, i], alpha, atol=1e-6)
     assert decode.teacher_force(ToyAttention(attention=False), SOURCE, LENGTHS, target_in)[1] is None
+    # a precomputed memory is used as given: the same one gives the same result, an edited one is obeyed
+    same = decode.teacher_force(model, SOURCE, LENGTHS, target_in, memory=memory)
+    np.testing.assert_allclose(same[0], logits, atol=1e-6)
+    only_first = dict(memory, mask=memory["mask"] & (jnp.arange(SOURCE.shape[1]) == 0))
+    np.testing.assert_allclose(decode.teacher_force(model, SOURCE, LENGTHS, target_in, memory=only_first)[1][..., 0],
+                               1.0, atol=1e-6)
     with pytest.raises(ValueError, match="target_in"):
         decode.teacher_force(model, SOURCE, LENGTHS, target_in[:2])

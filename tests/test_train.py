@@ -120,3 +120,38 @@ def test_models_of_the_same_structure_share_compiled_steps():
     assert train.default_optimizer(1e-2) is train.default_optimizer(1e-2)
     # sharing executables does not mix up parameters: each model trained on its own
     assert not np.allclose(first.model.out.kernel[...], second.model.out.kernel[...])
+
+
+def _adam_step_sizes(optimizer, steps):
+    """Size of each Adam update for a constant unit gradient: exactly the learning rate of that step."""
+    params = {"w": np.zeros(3, np.float32)}
+    state = optimizer.init(params)
+    sizes = []
+    for _ in range(steps):
+        updates, state = optimizer.update({"w": np.full(3, 0.1, np.float32)}, state, params)
+        sizes.append(float(np.abs(updates["w"][0])))
+    return np.array(sizes)
+
+
+def test_default_optimizer_cosine_decay():
+    constant = _adam_step_sizes(train.default_optimizer(1e-2), 30)
+    np.testing.assert_allclose(constant, 1e-2, rtol=1e-3)
+    decayed = _adam_step_sizes(train.default_optimizer(1e-2, decay_steps=20), 30)
+    # optax's cosine schedule: lr * (f + (1 - f) * (1 + cos(pi t / T)) / 2), held at lr * f after T
+    t = np.minimum(np.arange(30), 20)
+    f = train.FINAL_LEARNING_RATE_FRACTION
+    expected = 1e-2 * (f + (1 - f) * 0.5 * (1 + np.cos(np.pi * t / 20)))
+    np.testing.assert_allclose(decayed, expected, rtol=1e-3)
+    assert train.default_optimizer(1e-2, decay_steps=20) is train.default_optimizer(1e-2, decay_steps=20)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="decay_steps"):
+            train.default_optimizer(1e-2, decay_steps=bad)
+
+
+def test_fit_with_decay_uses_the_run_length():
+    model = ToyAttention()
+    history = train.fit(model, toy_loss, _stream(0, widths=(4,)), steps=6, learning_rate=1e-2, decay=True,
+                        progress=False)
+    assert history.steps == 6
+    with pytest.raises(ValueError, match="steps"):
+        train.fit(model, toy_loss, _stream(0), steps=2.5, decay=True, progress=False)

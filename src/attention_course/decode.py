@@ -40,20 +40,24 @@ class DecodeResult(NamedTuple):
     attention: jax.Array | None
 
 
-def teacher_force(model, source, source_lengths, target_in):
+def teacher_force(model, source, source_lengths, target_in, *, memory: dict | None = None):
     """Run the decoder over the gold previous words (teacher forcing): one ``lax.scan`` of ``decode_step``.
 
     Args:
       model: a decodable model (see the module docstring).
       source: ``[B, T_x]`` token ids; source_lengths: ``[B]``.
       target_in: ``[B, T_y]`` the decoder's inputs, BOS y_1 .. y_{n} (``tasks.Batch.target_in``).
+      memory: what ``model.encode(source, source_lengths)`` returns, if already computed, for
+        instance edited to run an experiment on the encoder's output (``source`` is then only
+        used for its batch size).
 
     Returns:
       (logits ``[B, T_y, V]``, attention ``[B, T_y, T_x]`` or None for a model without attention).
     """
     if jnp.ndim(target_in) != 2 or jnp.shape(target_in)[0] != jnp.shape(source)[0]:
         raise ValueError(f"target_in: expected shape [{jnp.shape(source)[0]}, T_y], got {tuple(jnp.shape(target_in))}")
-    memory = model.encode(source, source_lengths)
+    if memory is None:
+        memory = model.encode(source, source_lengths)
 
     def step(state, y_prev):
         logits, state, attention = model.decode_step(memory, state, y_prev)

@@ -51,13 +51,27 @@ def sequence_cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Arra
 
 
 @functools.lru_cache(maxsize=None)
-def default_optimizer(learning_rate: float = 3e-3, clip: float = 1.0) -> optax.GradientTransformation:
+def default_optimizer(learning_rate: float = 3e-3, clip: float = 1.0,
+                      decay_steps: int | None = None) -> optax.GradientTransformation:
     """Adam with the global gradient norm clipped (recurrent nets occasionally produce large gradients).
 
-    The same arguments return the same (stateless) object, so models of the same structure trained
-    with it share their compiled train steps.
+    With ``decay_steps``, the learning rate follows a cosine from ``learning_rate`` down to
+    ``FINAL_LEARNING_RATE_FRACTION`` of it over that many steps (and stays there); without, it is
+    constant. The same arguments return the same (stateless) object, so models of the same
+    structure trained with it share their compiled train steps.
     """
-    return optax.chain(optax.clip_by_global_norm(clip), optax.adam(learning_rate))
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate: expected a positive number, got {learning_rate}")
+    if decay_steps is None:
+        rate = learning_rate
+    elif isinstance(decay_steps, bool) or not isinstance(decay_steps, int) or decay_steps < 1:
+        raise ValueError(f"decay_steps: expected a positive int or None, got {decay_steps!r}")
+    else:
+        rate = optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=FINAL_LEARNING_RATE_FRACTION)
+    return optax.chain(optax.clip_by_global_norm(clip), optax.adam(rate))
+
+
+FINAL_LEARNING_RATE_FRACTION = 0.05
 
 
 @dataclass
@@ -243,7 +257,7 @@ def _progress_bar(total: int, desc: str):
 
 def fit(model: nnx.Module, loss_fn: Callable, batches: Iterable, *, steps: int,
         optimizer: optax.GradientTransformation | None = None, learning_rate: float = 3e-3,
-        eval_fn: Callable[[nnx.Module], Mapping[str, float]] | None = None, eval_every: int | None = None,
+        decay: bool = False, eval_fn: Callable[[nnx.Module], Mapping[str, float]] | None = None, eval_every: int | None = None,
         log_every: int = 25, progress: bool = True, desc: str = "training") -> History:
     """Train ``model`` in place and return its :class:`History`.
 
@@ -254,6 +268,8 @@ def fit(model: nnx.Module, loss_fn: Callable, batches: Iterable, *, steps: int,
         with at least ``steps`` items; batches of the same shapes share one compilation.
       steps: number of optimisation steps.
       optimizer: an optax transformation; default :func:`default_optimizer` with ``learning_rate``.
+      decay: for the default optimizer, let the learning rate decay (cosine) over the ``steps`` of
+        this run instead of keeping it constant. Ignored when ``optimizer`` is given.
       eval_fn: ``eval_fn(model) -> {name: value}``, called every ``eval_every`` steps and at the end
         (or only at the end when ``eval_every`` is None).
       log_every: the training loss is averaged and recorded every ``log_every`` steps.
@@ -262,7 +278,9 @@ def fit(model: nnx.Module, loss_fn: Callable, batches: Iterable, *, steps: int,
     if optimizer is None:
         if not learning_rate > 0:
             raise ValueError(f"learning_rate: expected a positive number, got {learning_rate}")
-        optimizer = default_optimizer(learning_rate)
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps: expected a positive int, got {steps!r}")
+        optimizer = default_optimizer(learning_rate, decay_steps=steps if decay else None)
     trainer = Trainer(model, loss_fn, optimizer)
     return trainer.run(batches, steps, eval_fn=eval_fn, eval_every=eval_every, log_every=log_every,
                        progress=progress, desc=desc)
