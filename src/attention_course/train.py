@@ -257,8 +257,8 @@ def _progress_bar(total: int, desc: str):
 
 def fit(model: nnx.Module, loss_fn: Callable, batches: Iterable, *, steps: int,
         optimizer: optax.GradientTransformation | None = None, learning_rate: float = 3e-3,
-        decay: bool = False, eval_fn: Callable[[nnx.Module], Mapping[str, float]] | None = None, eval_every: int | None = None,
-        log_every: int = 25, progress: bool = True, desc: str = "training") -> History:
+        decay: bool = False, eval_fn: Callable[[nnx.Module], Mapping[str, float]] | None = None,
+        eval_every: int | None = None, log_every: int = 25, progress: bool = True, desc: str = "training") -> History:
     """Train ``model`` in place and return its :class:`History`.
 
     Args:
@@ -275,9 +275,8 @@ def fit(model: nnx.Module, loss_fn: Callable, batches: Iterable, *, steps: int,
       log_every: the training loss is averaged and recorded every ``log_every`` steps.
       progress: show a tqdm progress bar.
     """
-    if optimizer is None:
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate: expected a positive number, got {learning_rate}")
+    if optimizer is None:  # default_optimizer checks learning_rate; steps is checked first so that a bad
+        # run length is reported as ``steps`` rather than as ``decay_steps``
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"steps: expected a positive int, got {steps!r}")
         optimizer = default_optimizer(learning_rate, decay_steps=steps if decay else None)
