@@ -1,3 +1,5 @@
+import textwrap
+
 import pytest
 
 from attention_course import pooling, runtime
@@ -39,6 +41,73 @@ def test_show_source_rejects_objects_without_source():
 def test_setup_cell_installs_only_on_colab_and_from_the_repository():
     src = runtime.setup_cell_source()
     assert 'if "google.colab" in sys.modules:' in src
-    assert f"git+{runtime.REPOSITORY_URL}" in src
-    assert "jax" not in src.split("%pip install", 1)[1].split("\n")[0].replace("attention-course", "")
+    assert f'repo = "{runtime.REPOSITORY_URL}"' in src
+    install = next(line for line in src.splitlines() if "%pip install" in line)
+    assert install.split() == ["%pip", "install", "-q", "-c", "/tmp/colab-keep.txt",
+                               '"attention-course', "@", 'git+{repo}"']
     assert src.rstrip().endswith("setup()")
+    assert max(len(line) for line in src.splitlines()) <= 80, "the cell fits the book's column"
+
+
+def test_setup_cell_pins_every_installed_package_but_the_build_tools(tmp_path):
+    """Run the cell's Colab branch up to the install here: the constraints keep this venv as it is."""
+    from importlib.metadata import version
+
+    src = runtime.setup_cell_source()
+    body = src.split('if "google.colab" in sys.modules:\n', 1)[1].split("    %pip", 1)[0]
+    pins = tmp_path / "keep.txt"
+    exec(textwrap.dedent(body).replace("/tmp/colab-keep.txt", str(pins)), {})
+    lines = pins.read_text().splitlines()
+    constraints = dict(line.split("==", 1) for line in lines)
+    assert len(constraints) == len(lines), "one pin per package"
+    for name in ("jax", "jaxlib", "flax", "optax", "numpy", "ipython", "matplotlib"):
+        assert constraints[name] == version(name)
+    assert not {"pip", "setuptools", "wheel", "none"} & set(constraints)
+
+
+
+def _block_myst_nb(monkeypatch):
+    """Make ``import myst_nb`` fail, as on Colab."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "myst_nb", None)
+
+
+def test_glue_prints_numbers_with_their_name_without_myst_nb(monkeypatch, capsys):
+    import numpy as np
+
+    _block_myst_nb(monkeypatch)
+    runtime.glue("bleu_short", np.float32(97.3456))
+    runtime.glue("steps", 1500)
+    runtime.glue("best", "local-p")
+    assert capsys.readouterr().out.splitlines() == ["bleu_short = 97.35", "steps = 1500", "best = local-p"]
+
+
+def test_glue_displays_figures_without_myst_nb(monkeypatch):
+    import IPython.display
+    import matplotlib.pyplot as plt
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    _block_myst_nb(monkeypatch)
+    fig, _ = plt.subplots()
+    plt.close(fig)
+    runtime.glue("a_figure", fig)
+    assert shown == [fig]
+
+
+def test_glue_binds_for_the_book_and_still_shows(monkeypatch, capsys):
+    import sys
+    import types
+
+    bound = []
+    fake = types.SimpleNamespace(glue=lambda name, value, display: bound.append((name, value, display)))
+    monkeypatch.setitem(sys.modules, "myst_nb", fake)
+    runtime.glue("x", 0.5)
+    assert bound == [("x", 0.5, False)]
+    assert capsys.readouterr().out == "x = 0.5\n"
+
+
+def test_glue_rejects_names_the_prose_cannot_use():
+    with pytest.raises(ValueError, match="name"):
+        runtime.glue("not a name", 1.0)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import inspect
+import numbers
 import os
 import sys
 import textwrap
@@ -69,17 +70,29 @@ def setup() -> None:
 def setup_cell_source() -> str:
     """The exact source of every notebook's first code cell.
 
-    On Colab it installs the package from the repository with pip, which keeps Colab's own
-    jax/jaxlib (the package asks only for lower bounds, so the preinstalled versions satisfy it);
-    elsewhere the package is already installed (``make`` installs it into ``.venv``) and the cell
-    only prints the report.
+    On Colab it installs the course with pip under a constraint file that pins every package
+    already installed to its installed version, so pip may add what is missing (sacrebleu, the
+    course itself, flax or optax if the runtime lacks them, in versions that fit its jax) but
+    never changes what Colab has: jax and jaxlib carry its GPU/TPU support, IPython its kernel.
+    Elsewhere the package is already installed (``make`` installs it into ``.venv``) and the
+    cell only prints the report. The Colab twin (``make colab``) runs this cell as Colab would,
+    with the checkout in place of :data:`REPOSITORY_URL`.
     """
     return (
-        "# Setup: on Colab, install the course package (Colab's own jax/jaxlib are kept);\n"
-        "# elsewhere it is already installed. Prints the JAX version and backend.\n"
+        "# Setup. On Colab: install the course and only what Colab lacks; pip may not\n"
+        "# change a package Colab has (its jax carries the GPU/TPU runtime). Elsewhere\n"
+        "# the course is already installed. Prints the JAX version and backend.\n"
         "import sys\n"
         "if \"google.colab\" in sys.modules:\n"
-        f"    %pip install --quiet \"attention-course @ git+{REPOSITORY_URL}\"\n"
+        "    from importlib.metadata import distributions\n"
+        "    keep = {}  # every installed package at its installed version\n"
+        "    for dist in distributions():\n"
+        "        keep.setdefault(str(dist.metadata[\"Name\"]).lower(), dist.version)\n"
+        "    with open(\"/tmp/colab-keep.txt\", \"w\") as pins:\n"
+        "        pins.writelines(f\"{name}=={version}\\n\" for name, version in keep.items()\n"
+        "                        if name not in (\"none\", \"pip\", \"setuptools\", \"wheel\"))\n"
+        f"    repo = \"{REPOSITORY_URL}\"\n"
+        "    %pip install -q -c /tmp/colab-keep.txt \"attention-course @ git+{repo}\"\n"
         "from attention_course.runtime import setup\n"
         "setup()"
     )
@@ -137,21 +150,53 @@ def _strip_docstring(code: str) -> str:
 
 
 def glue(name: str, value: Any, *, display: bool = False) -> None:
-    """Bind ``value`` to ``name`` for the book's prose (myst-nb ``glue``).
+    """Bind ``value`` to ``name`` for the book's prose, and show it in the notebook.
 
-    In the book build the prose quotes it with ``{glue:text}`name:.1f``` or places a figure with
-    ``{glue:figure}``. Where myst-nb is not installed (Colab) it does nothing, except that with
-    ``display=True`` the value is shown as the cell's output, as myst-nb would.
+    This is the display convention of every chapter, so that a learner on Colab or in plain
+    Jupyter sees what a reader of the book sees:
+
+    * In the book build (myst-nb installed) the value is bound with myst-nb's ``glue``; the prose
+      quotes it with ``{glue:text}`name:.1f``` or places a figure with ``{glue:figure}``.
+    * Everywhere, the value is also shown in the cell that computes it: a matplotlib figure is
+      displayed (the :mod:`plots` functions close their figures, so this is the only time it
+      shows), and any other value is printed as ``name = value``, so that the prose's
+      ``{glue:text}`` roles, which Colab shows raw, can be read off the output by eye.
+    * A cell that glues a figure for ``{glue:figure}`` is tagged ``remove-output``: the book then
+      shows the figure once, where the prose places it, and Colab shows it in the cell.
+
+    Args:
+      name: the key the prose uses.
+      value: a number, a string, or a :class:`matplotlib.figure.Figure`.
+      display: accepted for myst-nb's signature; the value is always shown in the notebook.
     """
+    del display  # always shown: see above
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name: expected an identifier-like string, got {name!r}")
     try:
         from myst_nb import glue as _myst_glue
     except ImportError:
-        if display:
-            from IPython.display import display as _display
+        _myst_glue = None
+    if _myst_glue is not None:
+        _myst_glue(name, value, display=False)
+    _show(name, value)
 
-            _display(value)
+
+def _show(name: str, value: Any) -> None:
+    """Display a figure, or print ``name = value`` (floats to 4 significant digits)."""
+    from matplotlib.figure import Figure
+
+    if isinstance(value, Figure):
+        from IPython.display import display as _display
+
+        _display(value)
         return
-    _myst_glue(name, value, display=display)
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()  # a NumPy or JAX scalar
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        text = f"{float(value):.4g}"
+    else:
+        text = str(value)
+    print(f"{name} = {text}")
 
 
 def in_colab() -> bool:
