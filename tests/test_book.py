@@ -113,3 +113,32 @@ def test_every_citation_key_is_in_the_bibliography():
                 cited.add(key)
                 assert key in keys, f"{path.name} cites {key!r}, which is not in book/references.bib"
     assert cited, "the book cites its sources"
+
+
+def test_readme_python_version_matches_pyproject():
+    import tomllib
+
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    minimum = re.fullmatch(r">=\s*(3\.\d+)", requires.strip())
+    assert minimum, f"requires-python is not a plain lower bound: {requires!r}"
+    readme = (ROOT / "README.md").read_text()
+    stated = set(re.findall(r"Python (3\.\d+)\+", readme))
+    assert stated == {minimum.group(1)}, (
+        f"README states Python {sorted(stated)}+, pyproject requires {requires}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_glued_figure_shows_once_in_the_book_and_in_its_cell_on_colab(path):
+    """`runtime.glue` displays each figure in its cell (for Colab); the book places it with
+    {glue:figure}, so the gluing cell must be tagged remove-output, or the book shows it twice."""
+    nb = json.loads(path.read_text())
+    prose = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    figures = set(re.findall(r"\{glue:figure\}\s+([A-Za-z_][A-Za-z0-9_]*)", prose))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    for name in sorted(figures):
+        gluing = [c for c in code if re.search(rf"glue\(\s*[\"']{name}[\"']", "".join(c["source"]))]
+        assert len(gluing) == 1, f"{name}: glued by {len(gluing)} cells (write its name literally, once)"
+        tags = set(gluing[0].get("metadata", {}).get("tags", []))
+        assert tags & {"remove-output", "remove-cell"}, (
+            f"the cell that glues the figure {name} must be tagged remove-output: the book places "
+            f"it with {{glue:figure}}, and glue() also shows it in the cell")
