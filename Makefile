@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
 
-.PHONY: book test unit fastbook serve student bench clean venv
+.PHONY: book test unit fastbook colab serve student bench clean venv
 
 venv: $(STAMP)
 
@@ -29,6 +29,12 @@ unit: $(STAMP)
 
 fastbook: $(STAMP)
 	$(PY) tools/book.py fast
+
+## colab: the Colab twin: Colab's package versions, a kernel where google.colab imports; every
+## notebook's setup cell and cells run as on Colab (fast mode); fails if a Colab package changes
+## version, a cell errors, or a notebook shows fewer figures than the book glues (tools/colab.py)
+colab: $(STAMP)
+	$(PY) tools/colab.py
 
 ## serve: serve the built book on localhost
 serve:

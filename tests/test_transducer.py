@@ -150,9 +150,18 @@ def test_double_loop_gives_the_same_loss_and_autodiff_the_same_gradient():
         np.testing.assert_allclose(vjp_ours(cotangent)[0], vjp_nested(cotangent)[0], atol=1e-5)
 
 
+def _enable_x64():
+    """float64 for one block: `jax.enable_x64` from jax 0.8, `jax.experimental.enable_x64` before."""
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64
+
+    return enable_x64(True)
+
+
 def test_check_grads_in_float64():
     logits, labels, t_len, u_len = random_case(15, B=2, T=4, U=3, V=5)
-    with jax.enable_x64(True):
+    with _enable_x64():
         z = jnp.asarray(np.asarray(logits), jnp.float64)
         check_grads(lambda x: tr.rnnt_loss(x, labels, t_len, u_len), (z,), order=1, modes=["rev"],
                                   atol=1e-6, rtol=1e-6)
