@@ -364,6 +364,30 @@ def test_student_notebook():
     assert student["metadata"] == nb["metadata"]
 
 
+def test_student_notebook_removes_gated_solutions_and_keeps_their_code_cells():
+    nb = make_notebook()
+    gated = [
+        {"cell_type": "markdown", "metadata": {}, "id": "g0",
+         "source": "```{exercise}\n:label: ex-g\nDo it.\n```\n"},
+        {"cell_type": "markdown", "metadata": {}, "id": "g1",
+         "source": "```{solution-start} ex-g\n:class: dropdown\n```\n"},
+        {"cell_type": "code", "metadata": {}, "id": "g2", "execution_count": None, "outputs": [],
+         "source": "def f():\n    # BEGIN SOLUTION\n    return 1\n    # END SOLUTION\n"},
+        {"cell_type": "markdown", "metadata": {}, "id": "g3", "source": "Secret prose.\n"},
+        {"cell_type": "markdown", "metadata": {}, "id": "g4",
+         "source": "Why it works.\n\n```{solution-end}\n```\n\nNext exercise.\n"},
+        {"cell_type": "code", "metadata": {}, "id": "g5", "execution_count": None, "outputs": [],
+         "source": "check(f)"},
+    ]
+    nb["cells"] = gated
+    cells = grading.student_notebook(nb)["cells"]
+    assert [c["id"] for c in cells] == ["g0", "g2", "g4", "g5"]
+    assert "NotImplementedError" in "".join(cells[1]["source"])
+    assert cells[2]["source"].strip() == "Next exercise."
+    text = json.dumps(cells)
+    assert "Secret" not in text and "Why it works" not in text and "solution-" not in text
+
+
 def test_student_notebook_is_valid_nbformat():
     nbformat = pytest.importorskip("nbformat")
     student = grading.student_notebook(make_notebook())

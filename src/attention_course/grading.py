@@ -452,6 +452,8 @@ _END = re.compile(r"^[ \t]*#\s*END SOLUTION\s*$")
 _PLACEHOLDER = 'raise NotImplementedError("your code here")'
 # the opening line of a MyST {solution} directive, fenced by ``` (3 or more) or ::: (3 or more)
 _SOLUTION_FENCE = re.compile(r"^[ \t]*(?P<fence>`{3,}|:{3,})[ \t]*\{solution\}")
+# the opening line of a gated solution's {solution-start} or {solution-end} directive
+_GATE_FENCE = re.compile(r"^[ \t]*(?P<fence>`{3,}|:{3,})[ \t]*\{solution-(?P<kind>start|end)\}")
 
 
 def _strip(source: str) -> tuple[str, int]:
@@ -547,11 +549,41 @@ def _remove_solution_directives(text: str) -> tuple[str, int]:
     return "".join(out), removed
 
 
+def _remove_gated_solutions(text: str, inside: bool) -> tuple[str, bool, int]:
+    """Markdown ``text`` without gated-solution directives and the prose between them.
+
+    A gated solution (sphinx-exercise) opens with a ``{solution-start}`` directive in one cell
+    and closes with ``{solution-end}`` in the same or a later cell; the code cells between them
+    are the student's workspace and stay (stripped), the prose between them is the solution and
+    goes.  ``inside`` says whether a gate is open when the cell begins; returns the text left,
+    whether a gate is still open at its end, and how many directives were removed.
+    """
+    out: list[str] = []
+    closing: str | None = None
+    removed = 0
+    for line in text.splitlines(keepends=True):
+        if closing is not None:  # the body of a start or end directive (its options)
+            stripped = line.strip()
+            if stripped and set(stripped) == {closing[0]} and len(stripped) >= len(closing):
+                closing = None
+            continue
+        gate = _GATE_FENCE.match(line)
+        if gate:
+            closing = gate.group("fence")
+            inside = gate.group("kind") == "start"
+            removed += 1
+            continue
+        if not inside:
+            out.append(line)
+    return "".join(out), inside, removed
+
+
 def _student_notebook(nb: Mapping) -> tuple[dict, dict[str, int]]:
     """The student copy of ``nb`` and what was taken out of it."""
     student = copy.deepcopy(dict(nb))
     stats = {"regions": 0, "cells_removed": 0, "directives": 0}
     cells = []
+    gated = False  # inside a gated solution ({solution-start} ... {solution-end})
     for index, cell in enumerate(student.get("cells", [])):
         tags = cell.get("metadata", {}).get("tags", [])
         if "solution" in tags:
@@ -568,7 +600,13 @@ def _student_notebook(nb: Mapping) -> tuple[dict, dict[str, int]]:
             cell["outputs"] = []
             cell["execution_count"] = None
         elif cell.get("cell_type") == "markdown":
-            text, directives = _remove_solution_directives(_cell_source(cell))
+            was_gated = gated
+            text, gated, gates = _remove_gated_solutions(_cell_source(cell), gated)
+            text, directives = _remove_solution_directives(text)
+            directives += gates
+            if was_gated and not gates:  # all of it prose of a gated solution
+                stats["cells_removed"] += 1
+                continue
             if directives:
                 stats["directives"] += directives
                 if not text.strip():
@@ -587,7 +625,10 @@ def student_notebook(nb: Mapping) -> dict:
       counts cleared;
     * cells tagged ``solution`` (in ``metadata.tags``) are removed;
     * ``{solution}`` directives (fenced with ```` ``` ```` or ``:::``) are removed from
-      markdown cells, and a cell left empty by that is removed.
+      markdown cells, and a cell left empty by that is removed;
+    * gated solutions (``{solution-start}`` ... ``{solution-end}``, which the book uses to put a
+      code cell and its explanation in one "Solution" dropdown): the two directives and the
+      markdown between them are removed, the code cells between them stay, stripped.
 
     Raises:
       ValueError: naming the cell index and line of a broken BEGIN/END pair.
