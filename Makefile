@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
 
-.PHONY: book test unit fastbook colab serve student bench clean venv
+.PHONY: book test unit fastbook browser colab publish repository serve student bench clean venv
 
 venv: $(STAMP)
 
@@ -21,14 +21,31 @@ $(STAMP): requirements.txt pyproject.toml
 book: $(STAMP)
 	$(PY) tools/book.py full
 
-## test: unit tests, then the strict book build with every notebook executed in fast mode
+## test: unit tests, the strict book build with every notebook executed in fast mode, and every
+## page of that build checked in headless Chromium
 test: unit fastbook
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --ignore=tests/browser tests
 
 fastbook: $(STAMP)
 	$(PY) tools/book.py fast
+
+## browser: open every page of the strict fast build in Debian's Chromium (installed when missing,
+## as root) and check it as a reader sees it; screenshots in _build/screens (tools/browser.py)
+browser: $(STAMP)
+	@test -f _build/fast/_build/html/index.html || $(MAKE) fastbook
+	$(PY) tools/browser.py _build/fast/_build/html
+	$(PY) -m pytest -q -p no:cacheprovider tests/browser
+
+## publish: push the full book (_build/html, built by `make book`) to the gh-pages branch
+publish: $(STAMP)
+	@test -f _build/html/index.html || $(MAKE) book
+	$(VENV)/bin/ghp-import -n -p -f _build/html
+
+## repository: point the course at another repository (a fork): make repository URL=https://github.com/you/fork
+repository: $(STAMP)
+	$(PY) tools/repository.py $(URL)
 
 ## colab: the Colab twin: Colab's package versions, a kernel where google.colab imports; every
 ## notebook's setup cell and cells run as on Colab (fast mode); fails if a Colab package changes

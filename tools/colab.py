@@ -175,6 +175,19 @@ def glued_numbers(nb: dict) -> list[str]:
     return sorted(set(re.findall(r"\{glue:text\}`([A-Za-z_][A-Za-z0-9_]*)", text)))
 
 
+def cell_seconds(cell: dict) -> float:
+    """How long a cell ran, from the timing nbclient records in its metadata."""
+    from datetime import datetime
+
+    timing = cell.get("metadata", {}).get("execution", {})
+    try:
+        start = datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))
+        end = datetime.fromisoformat(timing["shell.execute_reply"].replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return float("nan")
+    return (end - start).total_seconds()
+
+
 def outputs_summary(nb: dict) -> dict:
     images, duplicates, widgets, text = 0, [], 0, []
     seen = {}
@@ -241,7 +254,8 @@ def check_notebook(path: pathlib.Path, pins: dict[str, str]) -> tuple[list[str],
     unprinted = [n for n in glued_numbers(nb) if f"{n} = " not in summary["text"]]
     if unprinted:
         failures.append(f"{path.name}: glued numbers not printed with their names: {unprinted}")
-    line = (f"{path.name}: {seconds:5.0f} s, {summary['images']} figures shown "
+    setup = cell_seconds(next(c for c in executed["cells"] if c["cell_type"] == "code"))
+    line = (f"{path.name}: {seconds:5.0f} s (setup cell {setup:.0f} s), {summary['images']} figures shown "
             f"(book glues {len(figures)}), {len(glued_numbers(nb))} glued numbers printed, "
             f"{summary['widgets']} progress-bar widgets; pip added {', '.join(added) or 'nothing'}")
     return failures, line
@@ -278,7 +292,11 @@ def check_without_flax(pins: dict[str, str]) -> tuple[list[str], str]:
 
 
 def run_unit_tests(pins: dict[str, str]) -> tuple[list[str], str]:
-    """The unit tests at Colab's versions: pytest and hypothesis are added, nothing is changed."""
+    """The unit tests at Colab's versions: pytest and hypothesis are added, nothing is changed.
+
+    Not the book's own checks (tests/test_book.py, tests/browser): they test the book build, whose
+    tools (Jupyter Book, pybtex, Playwright) are not part of what a learner installs on Colab.
+    """
     constraints = OUT / "colab-keep.txt"
     constraints.write_text("".join(f"{n}=={v}\n" for n, v in pins.items() if n not in ("pip", "setuptools")))
     result = twin_pip("install", "--quiet", "-c", str(constraints), str(SOURCE),
@@ -288,7 +306,8 @@ def run_unit_tests(pins: dict[str, str]) -> tuple[list[str], str]:
             "unit tests: FAILED to install"
     start = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != FAST_ENV}
-    run = subprocess.run([str(TWIN_PY), "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "tests"],
+    run = subprocess.run([str(TWIN_PY), "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
+                          "--ignore=tests/browser", "--ignore=tests/test_book.py", "tests"],
                          cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     tail = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-500:]
