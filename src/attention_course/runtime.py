@@ -48,17 +48,17 @@ def pick(full: T, fast: T) -> T:
 
 
 def report() -> str:
-    """One line: package and JAX versions, the backend and its devices, and the mode."""
+    """Two short lines: package, JAX, backend and devices; then the mode."""
     import jax
 
     from attention_course import __version__
 
     devices = jax.devices()
     kinds = sorted({d.device_kind for d in devices})
-    mode = f"{FAST_MODE_BANNER} (shrunk experiments; numbers are not the book's)" if fast_mode() else "full mode"
+    mode = f"{FAST_MODE_BANNER}: shrunk experiments, the numbers are not the book's" if fast_mode() else "full mode"
     return (
         f"attention_course {__version__} · JAX {jax.__version__} · backend {jax.default_backend()} "
-        f"({len(devices)} × {', '.join(kinds)}) · {mode}"
+        f"({len(devices)} × {', '.join(kinds)})\n{mode}"
     )
 
 
