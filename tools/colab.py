@@ -251,6 +251,10 @@ def check_notebook(path: pathlib.Path, pins: dict[str, str]) -> tuple[list[str],
         failures.append(f"{path.name}: shows {summary['images']} figures, the book glues "
                         f"{len(figures)} ({', '.join(figures)})")
     failures += [f"{path.name}: {d}" for d in summary["duplicates"]]
+    trains = any("train.fit(" in "".join(c["source"]) or "Trainer(" in "".join(c["source"])
+                 for c in nb["cells"] if c["cell_type"] == "code")
+    if trains and summary["widgets"] == 0:
+        failures.append(f"{path.name}: trains models but showed no progress bar")
     unprinted = [n for n in glued_numbers(nb) if f"{n} = " not in summary["text"]]
     if unprinted:
         failures.append(f"{path.name}: glued numbers not printed with their names: {unprinted}")
