@@ -250,3 +250,18 @@ def test_aer_rejects_bad_inputs():
         metrics.alignment_error_rate([[(0, 1, 2)]], [[(0, 0)]])
     with pytest.raises(ValueError, match="at least one link"):
         metrics.alignment_error_rate([set()], [set()])
+
+
+def test_bucket_table_fits_and_aligns():
+    a = [metrics.Bucket(1, 10, 3, 97.123), metrics.Bucket(11, 20, 2, float("nan"))]
+    b = [metrics.Bucket(1, 10, 3, 5.0), metrics.Bucket(11, 20, 2, 100.0)]
+    table = metrics.bucket_table({"RNNsearch-50": a, "x": b})
+    lines = table.split("\n")
+    assert lines[0].split() == ["1–10", "11–20"]
+    assert lines[1].split() == ["RNNsearch-50", "97.1", "nan"]
+    assert lines[2].split() == ["x", "5.0", "100.0"]
+    assert len({len(line) for line in lines}) == 1  # columns line up
+    with pytest.raises(ValueError, match="rows"):
+        metrics.bucket_table({})
+    with pytest.raises(ValueError, match=r"rows\['x'\]"):
+        metrics.bucket_table({"a": a, "x": b[:1]})

@@ -294,3 +294,54 @@ def test_heatmap_colorbar_label():
     fig = plots.alignment_heatmap(padded_weights(), SOURCE, TARGET, label="gold link")
     labels = [child.get_ylabel() for ax in fig.axes for child in ax.child_axes]
     assert "gold link" in labels
+
+
+# --- figures for the book's column -----------------------------------------------------------
+
+
+def test_book_style_is_applied_on_import():
+    assert plt.rcParams["figure.dpi"] == plots.BOOK_STYLE["figure.dpi"]
+    assert plt.rcParams["font.size"] >= 11
+
+
+def _drawn_width_inches(fig, tmp_path, name):
+    path = tmp_path / f"{name}.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    from PIL import Image
+
+    return Image.open(path).size[0] / 100
+
+
+def test_heatmaps_stack_fit_the_column_with_readable_labels(tmp_path):
+    words = [f"w{k}" for k in range(16)]
+    panels = [dict(weights=np.eye(16), source=words, target=words, title=str(k)) for k in range(4)]
+    for ncols in (1, 2):
+        fig = plots.heatmaps(panels, ncols=ncols)
+        assert len([ax for ax in fig.axes if ax.get_images()]) == 4
+        assert _drawn_width_inches(fig, tmp_path, f"stack{ncols}") <= 6.72
+        fig.canvas.draw()
+        sizes = [t.get_fontsize() for ax in fig.axes for t in ax.get_yticklabels() if t.get_text()]
+        assert sizes and min(sizes) >= plots.FONT_MIN
+    with pytest.raises(ValueError, match="panels"):
+        plots.heatmaps([])
+    with pytest.raises(ValueError, match="colorbar"):
+        plots.heatmaps(panels, colorbar="some")
+
+
+def test_metric_panels_and_accuracy_by_position(tmp_path):
+    buckets = [Bucket(1, 10, 5, 90.0), Bucket(11, 20, 5, 40.0)]
+    fig = plots.metric_panels({"copy": {"a": buckets}, "reverse": {"a": buckets, "b": buckets}},
+                              ylim=(0, 100))
+    assert len(fig.axes) == 2 and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b"]
+    assert _drawn_width_inches(fig, tmp_path, "panels") <= 6.72
+    fig = plots.accuracy_by_position({"m": (np.array([0.5, 0.25, 1.0]), np.array([20, 20, 3]))})
+    assert len(fig.axes[0].lines[0].get_xdata()) == 2  # the rare position is not drawn
+
+
+def test_lattice_moves(tmp_path):
+    fig = plots.lattice_moves(3, 2, {((0, 0), (0, 1)): 0.6, ((0, 0), (1, 0)): 0.4},
+                              [(0, 0), (0, 1)], np.full((3, 3), 0.5))
+    assert _drawn_width_inches(fig, tmp_path, "lattice") <= 6.72
+    with pytest.raises(ValueError, match="occupancy"):
+        plots.lattice_moves(3, 2, {}, [], np.zeros((2, 2)))

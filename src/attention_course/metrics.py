@@ -27,7 +27,7 @@ target word, one column per source word).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ __all__ = [
     "alignment_error_rate",
     "attention_to_links",
     "bucket_labels",
+    "bucket_table",
     "bucketize",
     "by_length",
     "corpus_bleu",
@@ -310,6 +311,34 @@ def by_length(
 def bucket_labels(buckets: Iterable[Bucket]) -> list[str]:
     """Readable labels for buckets, e.g. ``["1–10", "11–20"]`` (with an en dash)."""
     return [f"{b.lo}\u2013{b.hi}" for b in buckets]
+
+
+def bucket_table(rows: Mapping[str, Sequence[Bucket]], *, fmt: str = "6.1f") -> str:
+    """A metric by length bucket as a small text table: one row per model, one column per bucket.
+
+    Example::
+
+        print(bucket_table({"RNNsearch-50": buckets}))
+        #               1–10  11–20  21–30
+        # RNNsearch-50  97.1   96.4   95.0
+
+    Columns are as wide as ``fmt`` (default ``6.1f``) and the longest bucket label, so a table of
+    six buckets stays within 60 characters.
+    """
+    if not rows:
+        raise ValueError("rows: expected at least one row, got none")
+    first = next(iter(rows.values()))
+    labels = bucket_labels(first)
+    name_width = max(len(str(name)) for name in rows)
+    width = max(max((len(label) for label in labels), default=0), len(format(0.0, fmt)))
+    lines = [" " * name_width + "".join(f" {label:>{width}}" for label in labels)]
+    for name, buckets in rows.items():
+        if bucket_labels(buckets) != labels:
+            raise ValueError(f"rows[{name!r}]: expected the buckets {labels}, got "
+                             f"{bucket_labels(buckets)}")
+        cells = "".join(f" {format(b.value, fmt):>{width}}" for b in buckets)
+        lines.append(f"{str(name):<{name_width}}{cells}")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,24 +37,77 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import LogFormatter
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from attention_course.metrics import Bucket, bucket_labels
 
-__all__ = ["alignment_heatmap", "metric_by_length", "training_curves", "weights_grid"]
+__all__ = [
+    "BOOK_WIDTH",
+    "accuracy_by_position",
+    "alignment_heatmap",
+    "heatmaps",
+    "lattice_moves",
+    "metric_by_length",
+    "metric_panels",
+    "training_curves",
+    "use_book_style",
+    "weights_grid",
+]
 
 NAN_COLOR = "#4c8fd6"  # blue: a missing value is not a shade of grey
 GOLD_COLOR = "#e8361c"  # red outlines on black or white cells
 
+# The book's content column is about 672 px wide. Figures are drawn at most BOOK_WIDTH inches wide
+# at figure.dpi = 100, so they are shown at their natural size (no scaling down), and text of
+# FONT_MIN points or more comes out at 11 px or more; PNGs are rendered at twice that resolution
+# ("retina") for sharp lines and text.
+BOOK_WIDTH = 6.5
+FONT_MIN = 8.0
+BOOK_STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 200,
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 10,
+    "figure.titlesize": 12,
+}
+
 # Sizing of token heatmaps: a cell is between 0.16 and 0.45 inches wide, so a 5x5 matrix is
-# not a postage stamp and a 60x60 matrix still fits a page with 7-8 pt labels.
-_MATRIX_INCHES = 7.0
+# not a postage stamp, a sentence pair of 25 words fits the column with labels of 8 pt or more,
+# and a 60x60 matrix still fits a page.
+_MATRIX_INCHES = 5.0
 _CELL_MIN, _CELL_MAX = 0.16, 0.45
 
 
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+def use_book_style() -> None:
+    """Apply :data:`BOOK_STYLE` to matplotlib, and in IPython show figures as retina PNGs.
+
+    Called when this module is imported, so every chapter that imports ``plots`` draws its
+    figures for the book's column: at most :data:`BOOK_WIDTH` inches wide, text of at least
+    :data:`FONT_MIN` points, rendered at twice the screen resolution.
+    """
+    plt.rcParams.update(BOOK_STYLE)
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency of the notebooks only
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "kernel"):
+        return
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    set_matplotlib_formats("retina")
+
+
+use_book_style()
 
 
 def _new_figure(figsize: tuple[float, float], **subplots_kw: Any) -> tuple[Figure, Any]:
@@ -102,8 +155,12 @@ def _colormap(cmap: str | Colormap) -> Colormap:
     return base.with_extremes(bad=NAN_COLOR)
 
 
-def _cell_inches(rows: int, cols: int) -> float:
-    return float(np.clip(_MATRIX_INCHES / max(rows, cols, 1), _CELL_MIN, _CELL_MAX))
+def _cell_inches(rows: int, cols: int, room: float | None = None) -> float:
+    """A cell's size: the matrix about _MATRIX_INCHES across, and its columns within ``room``."""
+    cell = _MATRIX_INCHES / max(rows, cols, 1)
+    if room is not None:
+        cell = min(cell, room / max(cols, 1))
+    return float(np.clip(cell, _CELL_MIN, _CELL_MAX))
 
 
 def _label_inches(tokens: Sequence[str], fontsize: float) -> float:
@@ -117,19 +174,21 @@ def _fontsize_for(ax: Axes, rows: int, cols: int) -> float:
     fig_w, fig_h = ax.figure.get_size_inches()
     box = ax.get_position()
     cell = min(box.width * fig_w / max(cols, 1), box.height * fig_h / max(rows, 1))
-    return float(np.clip(cell * 72 * 0.7, 5.0, 11.0))
+    return float(np.clip(cell * 72 * 0.7, FONT_MIN, 11.0))
 
 
 def _fontsize_for_cell(cell: float) -> float:
-    return float(np.clip(cell * 72 * 0.7, 5.0, 11.0))
+    return float(np.clip(cell * 72 * 0.7, FONT_MIN, 11.0))
 
 
 def _heatmap_figsize(
     rows: int, cols: int, source: Sequence[str], target: Sequence[str], panels: int = 1
 ) -> tuple[float, float]:
-    cell = _cell_inches(rows, cols)
+    labels = _label_inches(target, FONT_MIN)
+    room = (BOOK_WIDTH - labels - 1.7) / panels - 0.3  # the column, less labels and colorbar
+    cell = _cell_inches(rows, cols, room)
     font = _fontsize_for_cell(cell)
-    width = panels * (cols * cell + 0.3) + _label_inches(target, font) + 1.6  # + colorbar
+    width = panels * (cols * cell + 0.3) + _label_inches(target, font) + 1.3  # + colorbar
     height = rows * cell + _label_inches(source, font) + 0.9  # + title, legend
     return max(width, 3.0), max(height, 2.2)
 
@@ -344,6 +403,139 @@ def weights_grid(
     return fig
 
 
+def heatmaps(
+    panels: Sequence[Mapping[str, Any]],
+    *,
+    ncols: int = 1,
+    label: str = "attention weight",
+    colorbar: str = "last",
+) -> Figure:
+    """Several attention matrices with their words, stacked for the book's column.
+
+    Each panel is drawn by :func:`alignment_heatmap` with the same cell size, so that equal
+    shades and equal sizes mean the same thing in every panel, and the figure is at most
+    :data:`BOOK_WIDTH` inches wide whenever the matrices allow labels of :data:`FONT_MIN` points.
+
+    Args:
+      panels: one mapping per matrix, with keys ``weights``, ``source``, ``target`` and,
+        optionally, ``title`` and ``gold`` (as for :func:`alignment_heatmap`).
+      ncols: panels per row (1: stacked, one under the other).
+      label: the colorbar's label.
+      colorbar: ``"last"`` (one colorbar, on the last panel; all panels share the 0..1 scale
+        when their values are weights), ``"each"``, or ``"none"``.
+
+    Returns:
+      The figure; ``fig.axes[k]`` is the axes of panel ``k`` (draw on it to add a path).
+    """
+    if not panels:
+        raise ValueError("panels: expected at least one panel, got none")
+    if colorbar not in {"last", "each", "none"}:
+        raise ValueError(f"colorbar: expected 'last', 'each' or 'none', got {colorbar!r}")
+    shapes = [(len(p["target"]), len(p["source"])) for p in panels]
+    rows, cols = max(r for r, _ in shapes), max(c for _, c in shapes)
+    targets = [str(t) for p in panels for t in p["target"]]
+    sources = [str(t) for p in panels for t in p["source"]]
+    labels = _label_inches(targets, FONT_MIN)
+    bar = 1.1 if colorbar != "none" else 0.2
+    # Panels side by side with the same words share their labels: target words only left of
+    # the first column, source words only above the first row.
+    shared = ncols > 1 and all(
+        [str(t) for t in p["source"]] == [str(t) for t in panels[0]["source"]]
+        and [str(t) for t in p["target"]] == [str(t) for t in panels[0]["target"]]
+        for p in panels
+    )
+    if shared:
+        room = (BOOK_WIDTH - 0.3 - labels - bar - 0.2 * (ncols - 1)) / ncols
+        cell = float(np.clip(min(_MATRIX_INCHES / max(rows, cols), room / cols), 0.12, _CELL_MAX))
+    else:
+        cell = _cell_inches(rows, cols, BOOK_WIDTH / ncols - labels - bar - 0.3)
+    font = max(_fontsize_for_cell(cell), FONT_MIN)
+    nrows = math.ceil(len(panels) / ncols)
+    per_row = [
+        max(r for r, _ in shapes[k * ncols:(k + 1) * ncols]) for k in range(nrows)
+    ]
+    head = _label_inches(sources, font) + 0.6  # rotated source words and a title
+    if shared:
+        width = labels + ncols * cols * cell + 0.2 * (ncols - 1) + bar + 0.2
+        heights = [r * cell + (head if k == 0 else 0.65) for k, r in enumerate(per_row)]
+    else:
+        width = ncols * (cols * cell + _label_inches(targets, font) + 0.3) + bar
+        heights = [r * cell + head for r in per_row]
+    fig, axes = _new_figure(
+        (max(width, 3.0), sum(heights)),
+        nrows=nrows, ncols=ncols, squeeze=False, height_ratios=heights,
+    )
+    flat = list(axes.flat)
+    for k, (ax, panel) in enumerate(zip(flat, panels)):
+        alignment_heatmap(
+            panel["weights"], panel["source"], panel["target"], gold=panel.get("gold"),
+            ax=ax, title=panel.get("title"), label=label,
+        )
+        keep = colorbar == "each" or (colorbar == "last" and k == len(panels) - 1)
+        if not keep:
+            for child in list(ax.child_axes):
+                child.remove()
+        if shared:
+            ax.tick_params(labelsize=FONT_MIN)
+            if k % ncols:
+                ax.tick_params(labelleft=False)
+            if k >= ncols:
+                ax.tick_params(labeltop=False)
+    for ax in flat[len(panels):]:
+        ax.remove()
+    return fig
+
+
+def lattice_moves(
+    T: int,
+    U: int,
+    flow: Mapping[tuple[tuple[int, int], tuple[int, int]], float],
+    best_path: Sequence[tuple[int, int]],
+    occupancy: Any,
+) -> Figure:
+    """A transducer lattice twice, one panel under the other (chapter 02).
+
+    Top: every move right (a blank: next frame) or down (a label) drawn as thick as its
+    probability ``flow[(t0, u0), (t1, u1)]``, written beside it, with the best path dashed.
+    Bottom: the occupancy of each node (``[T, U+1]``) as a grey heatmap with its values.
+    Frames ``t`` run left to right, labels written ``u`` top to bottom; both 0-based.
+    """
+    occupancy = np.asarray(occupancy, dtype=float)
+    if occupancy.shape != (T, U + 1):
+        raise ValueError(f"occupancy: expected shape {(T, U + 1)}, got {occupancy.shape}")
+    cell = min(0.75, (BOOK_WIDTH - 2.4) / max(T, 1))  # inches per node, room for the colorbar
+    size = (T * cell + 2.4, 2 * ((U + 1) * cell + 1.1) + 0.3)
+    fig, (top, bottom) = _new_figure(size, nrows=2)
+
+    def frame(ax, title):
+        ax.set_xticks(range(T), [f"{t + 1}" for t in range(T)])
+        ax.set_yticks(range(U + 1), [f"{u}" for u in range(U + 1)])
+        ax.set(xlim=(-0.5, T - 0.5), ylim=(U + 0.5, -0.5), title=title,
+               xlabel="frame t (source cursor)", ylabel="labels written u")
+        ax.set_aspect("equal")
+
+    frame(top, "every alignment, added up move by move")
+    for ((t0, u0), (t1, u1)), f in flow.items():
+        top.plot([t0, t1], [u0, u1], color="tab:blue", lw=0.5 + 10 * f,
+                 solid_capstyle="round", zorder=1)
+        top.text((t0 + t1) / 2 + 0.06, (u0 + u1) / 2 - 0.06, f"{f:.2f}",
+                 fontsize=FONT_MIN + 1, color="0.25")
+    top.plot([t for t, _ in best_path], [u for _, u in best_path], color="tab:red", lw=1.5,
+             ls="--", label="best alignment", zorder=2)
+    top.plot([T - 1, T - 0.6], [U, U], color="tab:red", lw=1.5, ls="--", zorder=2)
+    nodes = [(t, u) for t in range(T) for u in range(U + 1)]
+    top.scatter([t for t, _ in nodes], [u for _, u in nodes], s=12, color="black", zorder=3)
+    fig.legend(loc="outside upper center", frameon=False)
+
+    image = bottom.imshow(occupancy.T, cmap="gray", vmin=0, vmax=1)
+    frame(bottom, "occupancy of each node")
+    for t, u in nodes:
+        bottom.text(t, u, f"{occupancy[t, u]:.2f}", ha="center", va="center",
+                    fontsize=FONT_MIN + 1, color="black" if occupancy[t, u] > 0.5 else "white")
+    fig.colorbar(image, ax=bottom, shrink=0.9, pad=0.03, label="Pr(node on the path)")
+    return fig
+
+
 # --------------------------------------------------------------------------------------------
 # Curves
 # --------------------------------------------------------------------------------------------
@@ -440,6 +632,80 @@ def metric_by_length(
     return fig
 
 
+def metric_panels(
+    panels: Mapping[str, Mapping[str, Any]],
+    *,
+    xlabel: str = "source length",
+    ylabel: str = "BLEU",
+    ylim: tuple[float, float] | None = None,
+    height: float = 2.6,
+) -> Figure:
+    """Several :func:`metric_by_length` plots stacked, one per title, sharing the x axis.
+
+    Args:
+      panels: ``title -> curves`` (the ``curves`` argument of :func:`metric_by_length`).
+      xlabel: label of the (shared) x axis, written under the last panel.
+      ylabel: label of every y axis.
+      ylim: the y range of every panel (default: each panel's own, from 0).
+      height: inches per panel; the figure is :data:`BOOK_WIDTH` wide.
+    """
+    if not panels:
+        raise ValueError("panels: expected at least one panel, got none")
+    fig, axes = _new_figure((BOOK_WIDTH, height * len(panels)), nrows=len(panels),
+                            sharex=True, squeeze=False)
+    axes = list(axes[:, 0])
+    for k, (ax, (title, curves)) in enumerate(zip(axes, panels.items())):
+        metric_by_length(curves, xlabel=xlabel if k == len(axes) - 1 else "",
+                         ylabel=ylabel, ax=ax, title=title)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+    # one legend for all panels, above them: the panel with the most curves names them all
+    # (curves of the same name have the same colour in every panel when listed in one order)
+    fullest = max(axes, key=lambda ax: len(ax.get_legend_handles_labels()[1]))
+    handles, names = fullest.get_legend_handles_labels()
+    for ax in axes:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if names:
+        fig.legend(handles, names, loc="outside upper center", ncols=min(len(names), 4),
+                   frameon=False)
+    return fig
+
+
+def accuracy_by_position(
+    curves: Mapping[str, tuple[Any, Any]],
+    *,
+    min_count: int = 10,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Next-word accuracy (%) against target position, one line per model.
+
+    Args:
+      curves: ``name -> (accuracy, count)``: two arrays indexed by 0-based target position, the
+        fraction of correct predictions and the number of sentences long enough to have it.
+      min_count: positions with fewer sentences than this are not drawn.
+      ax: draw into this axes; by default a new figure.
+      title: optional title.
+    """
+    if ax is None:
+        fig, ax = _new_figure((BOOK_WIDTH, 3.2))
+    else:
+        fig = ax.figure
+    for name, (accuracy, count) in curves.items():
+        accuracy, count = np.asarray(accuracy, dtype=float), np.asarray(count)
+        keep = count >= min_count
+        ax.plot(np.flatnonzero(keep) + 1, 100 * accuracy[keep], marker=".", label=name)
+    ax.set(xlabel="target position i", ylabel="next-word accuracy (%)", ylim=(0, 100))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.35)
+    if title:
+        ax.set_title(title)
+    if curves:
+        ax.legend(frameon=False)
+    return fig
+
+
 def training_curves(
     history: Any, *, metrics: Sequence[str] | None = None, ax: Axes | None = None
 ) -> Figure:
@@ -480,7 +746,7 @@ def training_curves(
             )
 
     if ax is None:
-        fig, ax = _new_figure((7.0, 4.0))
+        fig, ax = _new_figure((BOOK_WIDTH, 4.0))
     else:
         fig = ax.figure
     handles = ax.plot(steps, loss, color="0.25", linewidth=1.2, label="training loss")
@@ -523,4 +789,62 @@ def training_curves(
             ncol=min(len(handles), 4),
             frameon=False,
         )
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 05: local attention's window
+# --------------------------------------------------------------------------------------------
+
+
+def window_heatmaps(
+    panels: Sequence[tuple[str, Any, Any]],
+    source_tokens: Sequence[Any],
+    target_tokens: Sequence[Any],
+    *,
+    D: int,
+) -> Figure:
+    """Attention matrices of one sentence pair stacked vertically, with local attention's window.
+
+    Args:
+      panels: ``(title, weights, centers)`` per model: weights ``[Ty, Tx]`` (cropped to the
+        tokens), centers ``[Ty]`` the aligned positions p_t, or None for global attention. Each
+        p_t is drawn as a red line through the rows, and the window |s - p_t| <= D is shaded.
+      source_tokens, target_tokens: the words along the top and down the left.
+      D: the window's half-width.
+
+    Returns:
+      The figure, at most :data:`BOOK_WIDTH` inches wide, on the 0..1 grey scale.
+    """
+    if not panels:
+        raise ValueError("panels: expected at least one (title, weights, centers) triple, got none")
+    source = [str(t) for t in source_tokens]
+    target = [str(t) for t in target_tokens]
+    rows, cols = len(target), len(source)
+    matrices = [_crop(_as_matrix(w, "weights"), rows, cols, "weights") for _, w, _ in panels]
+    cell = min(0.26, (BOOK_WIDTH - 1.6) / max(cols, 1))
+    font = float(np.clip(cell * 72 * 0.7, FONT_MIN, 10.0))
+    width = min(BOOK_WIDTH, cols * cell + 1.6)
+    height = len(panels) * (rows * cell + 1.2) + 0.3
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, height), layout="constrained", squeeze=False)
+    plt.close(fig)
+    norm = Normalize(0.0, 1.0)
+    for ax, (title, _, centers), matrix in zip(axes[:, 0], panels, matrices):
+        image = ax.imshow(matrix, cmap="gray", norm=norm, interpolation="nearest", aspect="equal")
+        ax.xaxis.tick_top()
+        ax.set_xticks(np.arange(cols), source, rotation=90)
+        ax.set_yticks(np.arange(rows), target)
+        ax.tick_params(axis="both", labelsize=font, length=2, pad=2)
+        ax.set_title(title, fontsize=11, loc="left")
+        if centers is not None:
+            p = np.asarray(centers, dtype=float)[:rows]
+            y = np.arange(rows)
+            ax.fill_betweenx(y, p - D, p + D, color="#4c8fd6", alpha=0.25, step=None, linewidth=0)
+            ax.plot(p, y, color=GOLD_COLOR, linewidth=1.5, label=r"$p_t$")
+            ax.set_xlim(-0.5, cols - 0.5)
+            ax.set_ylim(rows - 0.5, -0.5)
+            ax.legend(loc="lower left", fontsize=9, frameon=True)
+        bar = fig.colorbar(image, ax=ax, shrink=0.6, pad=0.02)
+        bar.ax.tick_params(labelsize=9)
+        bar.set_label("attention weight", fontsize=9)
     return fig
