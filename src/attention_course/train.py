@@ -119,7 +119,9 @@ class History:
 
 def _shape_key(tree) -> tuple:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return (treedef, tuple((np.shape(x), np.dtype(getattr(x, "dtype", None) or np.result_type(x)).str)
+    # str(dtype), not np.dtype(...): a model's state may hold PRNG keys (nnx.Dropout's rngs),
+    # whose dtype (key<fry>) NumPy does not know.
+    return (treedef, tuple((np.shape(x), str(getattr(x, "dtype", None) or np.result_type(x)))
                            for x in leaves))
 
 
