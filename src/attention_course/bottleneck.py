@@ -84,7 +84,9 @@ class EncoderDecoder(nnx.Module):
 
     # --- the three methods the shared decoders use -------------------------------------------------
     def encode(self, source: jax.Array, source_lengths: jax.Array) -> dict:
-        """source ``[B, T_x]``, lengths ``[B]`` -> {"c": ``[B, hidden]``}: the one vector."""
+        """source ``[B, T_x]``, lengths ``[B]`` -> {"c": ``[B, hidden]``}.
+
+        c is the one vector."""
         if self.reverse_source:
             source = reverse_source_words(source, source_lengths)
         return {"c": self.encoder(source, source_lengths).final}
@@ -95,7 +97,11 @@ class EncoderDecoder(nnx.Module):
         return jnp.tanh(self.init_proj(c)) if self.init_proj is not None else c
 
     def decode_step(self, memory: dict, s: jax.Array, prev: jax.Array):
-        """One decoder step: (c, s_{i-1}, y_{i-1}) -> (logits ``[B, |V_y|]``, s_i, no attention)."""
+        """One decoder step: (c, s_{i-1}, y_{i-1}) -> (logits, s_i, None).
+
+        The logits are ``[B, |V_y|]``.
+
+        There is no attention: the third value, the weights, is None."""
         c = memory["c"]
         y = self.target_embed(prev)  # [B, d_e]
         if self.flavour == "cho":

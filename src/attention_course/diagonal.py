@@ -34,26 +34,28 @@ __all__ = ["cursor", "band_weights", "diagonal_weights", "batched_diagonal_weigh
 
 
 def cursor(step, target_length, source_length, *, scaled: bool):
-    """mu_i: where the source cursor is when the target cursor is at ``step`` (0-based), as a float.
+    """mu_i: where the source cursor is when the target cursor is at ``step``.
 
-    Synchronous: mu_i = i; scaled: mu_i = i (T_x - 1) / (T_y - 1) (0 when T_y = 1). Clipped to
-    [0, T_x - 1]. All arguments broadcast against each other.
+    ``step`` is 0-based; mu_i is a float. Synchronous: mu_i = i; scaled:
+    mu_i = i (T_x - 1) / (T_y - 1) (0 when T_y = 1). Clipped to [0, T_x - 1].
+    All arguments broadcast against each other.
     """
     step = jnp.asarray(step, jnp.float32)
     source_length = jnp.asarray(source_length, jnp.float32)
     if scaled:
         target_length = jnp.asarray(target_length, jnp.float32)
-        mu = step * (source_length - 1.0) / jnp.maximum(target_length - 1.0, 1.0)
+        mu = step * (source_length - 1.0) / jnp.maximum(target_length - 1, 1.0)
     else:
         mu = step
     return jnp.clip(mu, 0.0, source_length - 1.0)
 
 
 def band_weights(mu, source_length, width: float, T_x: int):
-    """Weights over ``T_x`` source positions for cursor position(s) ``mu``: ``[..., T_x]``.
+    """Weights over ``T_x`` source positions for cursor position(s) ``mu``.
 
-    ``width = 0``: one-hot at the nearest position round(mu). ``width > 0``: softmax over the real
-    positions j < source_length of e_j = -(j - mu)^2 / (2 width^2). Padded positions get 0.
+    Returns ``[..., T_x]``. ``width = 0``: one-hot at the nearest position
+    round(mu). ``width > 0``: softmax over the real positions j < source_length
+    of e_j = -(j - mu)^2 / (2 width^2). Padded positions get 0.
     """
     j = jnp.arange(T_x, dtype=jnp.float32)
     mu = jnp.asarray(mu, jnp.float32)[..., None]
@@ -157,8 +159,11 @@ class DiagonalAlignment(nnx.Module):
     def prepare(self, memory: dict) -> dict:
         return memory  # nothing to precompute: the weights depend on positions only
 
-    def __call__(self, s_prev: jax.Array, step: jax.Array, memory: dict) -> jax.Array:
-        """alpha_i ``[B, T_x]`` for target positions ``step`` ``[B]``; s_prev is not used."""
+    def __call__(self, s_prev: jax.Array, step: jax.Array,
+                 memory: dict) -> jax.Array:
+        """alpha_i ``[B, T_x]`` for target positions ``step`` ``[B]``.
+
+        s_prev is not used: the weights depend on positions only."""
         source_lengths = memory["source_lengths"]
         target_estimate = jnp.maximum(jnp.round(self.ratio * source_lengths), 1.0)
         mu = cursor(step, target_estimate, source_lengths, scaled=self.scaled)

@@ -138,28 +138,33 @@ class GRU(nnx.Module):
           reverse: read each sequence from its last real position to its first.
 
         Returns:
-          (states ``[B, T, H]``, zero at padded positions; final ``[B, H]``, the state after the
-          last real input, i.e. at position length-1 going forward, or position 0 in reverse).
+          (states ``[B, T, H]``, zero at padded positions; final ``[B, H]``,
+          the state after the last real input, i.e. at position length-1 going
+          forward, or position 0 in reverse).
         """
         if xs.ndim != 3 or xs.shape[-1] != self.in_features:
-            raise ValueError(f"xs: expected shape [B, T, {self.in_features}], got {tuple(xs.shape)}")
+            raise ValueError(f"xs: expected shape [B, T, {self.in_features}], "
+                             f"got {tuple(xs.shape)}")
         B, T, _ = xs.shape
         _check_lengths(lengths, B, T)
         if h0 is None:
             h0 = self.initial_state(B)
         elif tuple(h0.shape) != (B, self.hidden_features):
-            raise ValueError(f"h0: expected shape {(B, self.hidden_features)}, got {tuple(h0.shape)}")
+            raise ValueError(f"h0: expected shape {(B, self.hidden_features)}, "
+                             f"got {tuple(h0.shape)}")
         if reverse:
             xs = reverse_padded(xs, lengths)
         mask = lengths_to_mask(lengths, T)  # [B, T]
         W, b, U = self.W[...], self.b[...], self.U[...]
-        # The input projection x_t W stays inside the step: hoisting it out as one big matmul over
-        # [B*T, d] was measured 2x slower on XLA:CPU (tests/benchmarks/bench_rnn.py).
+        # The input projection x_t W stays inside the step: hoisting it out as one
+        # big matmul over [B*T, d] was measured 2x slower on XLA:CPU
+        # (tests/benchmarks/bench_rnn.py).
 
         def step(h, inputs):
             x_t, m_t = inputs  # [B, d], [B]
             h_new = gru_cell(h, x_t, W, b, U)
-            h = jnp.where(m_t[:, None], h_new, h)  # past the true length the state is frozen
+            # past the true length the state is frozen
+            h = jnp.where(m_t[:, None], h_new, h)
             return h, jnp.where(m_t[:, None], h, 0.0)
 
         final, states = jax.lax.scan(step, h0, (jnp.swapaxes(xs, 0, 1), mask.T))

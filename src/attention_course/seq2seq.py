@@ -79,7 +79,8 @@ class AttentionEncoderDecoder(nnx.Module):
         return dict(s=s0, step=jnp.zeros(s0.shape[:1], jnp.int32))
 
     def decode_step(self, memory: dict, state: dict, prev: jax.Array):
-        """alpha_i from s_{i-1}; c_i; s_i = GRU(s_{i-1}, [E y_{i-1}; c_i]); logits from [s_i; E y_{i-1}; c_i]."""
+        """One step: alpha_i from s_{i-1}; c_i;
+        s_i = GRU(s_{i-1}, [E y_{i-1}; c_i]); logits from [s_i; E y_{i-1}; c_i]."""
         s_prev = state["s"]
         alpha = self.alignment(s_prev, state["step"], memory)  # [B, T_x]
         c = pooling.weighted_average(alpha, memory["h"])  # [B, 2H]

@@ -44,7 +44,8 @@ def _check_score_shapes(s, h, W_a, U_a, v_a) -> None:
         raise ValueError(f"U_a: expected shape [m, k] = {(h_shape[-1], k)}, got {U_shape}")
 
 
-def additive_score(s: jax.Array, h: jax.Array, W_a: jax.Array, U_a: jax.Array, v_a: jax.Array) -> jax.Array:
+def additive_score(s: jax.Array, h: jax.Array, W_a: jax.Array, U_a: jax.Array,
+                   v_a: jax.Array) -> jax.Array:
     """Bahdanau's alignment model: e_j = v_a · tanh(s W_a + h_j U_a).
 
     Args:
@@ -53,7 +54,8 @@ def additive_score(s: jax.Array, h: jax.Array, W_a: jax.Array, U_a: jax.Array, v
       W_a: ``[n, k]``; U_a: ``[m, k]``; v_a: ``[k]``.
 
     Returns:
-      e, ``[..., T]``: one score per source position (unnormalised; padding not masked here).
+      e, ``[..., T]``: one score per source position (unnormalised; padding is
+      not masked here).
     """
     _check_score_shapes(s, h, W_a, U_a, v_a)
     return additive_score_projected(s, h @ U_a, W_a, v_a)
@@ -65,28 +67,36 @@ def additive_score_projected(s: jax.Array, hU: jax.Array, W_a: jax.Array, v_a: j
 
 
 class AdditiveAlignment(nnx.Module):
-    """The learned alignment of RNNsearch, for :class:`attention_course.seq2seq.AttentionEncoderDecoder`.
+    """The learned alignment of RNNsearch.
+
+    It plugs into :class:`attention_course.seq2seq.AttentionEncoderDecoder`.
 
     Args:
-      n: decoder state size; m: annotation size; k: the alignment model's hidden size.
+      n: decoder state size; m: annotation size; k: the alignment model's hidden
+        size.
     """
 
     def __init__(self, n: int, m: int, k: int, *, rngs: nnx.Rngs):
         for name, value in (("n", n), ("m", m), ("k", k)):
             if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+                raise ValueError(
+                    f"{name}: expected a positive int, got {value!r}")
         init = nnx.initializers.lecun_normal()
         self.W_a = nnx.Param(init(rngs.params(), (n, k)))
         self.U_a = nnx.Param(init(rngs.params(), (m, k)))
         self.v_a = nnx.Param(init(rngs.params(), (k, 1))[:, 0])
 
     def prepare(self, memory: dict) -> dict:
-        """h_j U_a for every source position, once per sentence: ``[B, T_x, k]``."""
+        """h_j U_a at each source position, ``[B, T_x, k]``, once a sentence."""
         return dict(memory, hU=memory["h"] @ self.U_a[...])
 
-    def __call__(self, s_prev: jax.Array, step: jax.Array, memory: dict) -> jax.Array:
-        """alpha_i ``[B, T_x]`` from s_{i-1} ``[B, n]``: scores, then a softmax over the real positions."""
-        e = additive_score_projected(s_prev, memory["hU"], self.W_a[...], self.v_a[...])  # [B, T_x]
+    def __call__(self, s_prev: jax.Array, step: jax.Array,
+                 memory: dict) -> jax.Array:
+        """alpha_i ``[B, T_x]`` from s_{i-1} ``[B, n]``.
+
+        The scores, then a softmax over the real source positions."""
+        W_a, v_a = self.W_a[...], self.v_a[...]
+        e = additive_score_projected(s_prev, memory["hU"], W_a, v_a)  # [B, T_x]
         return pooling.masked_softmax(e, memory["mask"])
 
 

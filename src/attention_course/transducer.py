@@ -143,29 +143,37 @@ def _check(logits, labels, logit_lengths, label_lengths, blank) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def lattice(logits: jax.Array, labels: jax.Array, label_lengths: jax.Array, *, blank: int = 0
-            ) -> tuple[jax.Array, jax.Array]:
-    """The two log-probabilities of leaving each node: log blank(t, u) and log y(t, u).
+def lattice(logits: jax.Array, labels: jax.Array, label_lengths: jax.Array, *,
+            blank: int = 0) -> tuple[jax.Array, jax.Array]:
+    """The two log-probabilities of leaving each node, log blank and log y.
 
-    log blank(t, u) = log softmax(logits[t, u])[blank]         (move the source cursor)
-    log y(t, u)     = log softmax(logits[t, u])[y_{u+1}]       (write y_{u+1}, move the target cursor)
+    log blank(t, u) = log softmax(logits[t, u])[blank]    (move the source
+                                                           cursor)
+    log y(t, u)     = log softmax(logits[t, u])[y_{u+1}]  (write y_{u+1}, move
+                                                           the target cursor)
 
     Args:
-      logits: ``[B, T, U+1, V]`` unnormalised scores of the joint network at every node.
-      labels: ``[B, U]`` int, y_1 .. y_U of each example, anything after its length.
+      logits: ``[B, T, U+1, V]`` unnormalised scores of the joint network at
+        every node.
+      labels: ``[B, U]`` int, y_1 .. y_U of each example, anything after its
+        length.
       label_lengths: ``[B]`` int, U_b.
 
     Returns:
-      (log_blank, log_y), both ``[B, T, U+1]``; log_y is NEG at u >= U_b (nothing left to write).
+      (log_blank, log_y), both ``[B, T, U+1]``; log_y is NEG at u >= U_b
+      (nothing left to write).
     """
-    dtype = jnp.promote_types(logits.dtype, jnp.float32)  # bfloat16/float16 are summed in float32
+    # bfloat16/float16 are summed in float32
+    dtype = jnp.promote_types(logits.dtype, jnp.float32)
     z = logits.astype(dtype)  # [B, T, U+1, V]
     B, T, U1, _ = z.shape
-    log_norm = jax.nn.logsumexp(z, axis=-1)  # [B, T, U+1]; only two entries per node are needed after it
+    # [B, T, U+1]; only two entries per node are needed after it
+    log_norm = jax.nn.logsumexp(z, axis=-1)
     log_blank = z[..., blank] - log_norm
-    padded = jnp.concatenate([labels.astype(jnp.int32), jnp.zeros((B, 1), jnp.int32)], axis=1)  # [B, U+1]
+    padded = jnp.concatenate(  # [B, U+1]
+        [labels.astype(jnp.int32), jnp.zeros((B, 1), jnp.int32)], axis=1)
     index = jnp.broadcast_to(padded[:, None, :, None], (B, T, U1, 1))
-    log_y = jnp.take_along_axis(z, index, axis=-1)[..., 0] - log_norm  # [B, T, U+1]
+    log_y = jnp.take_along_axis(z, index, axis=-1)[..., 0] - log_norm
     has_next = jnp.arange(U1)[None, :] < label_lengths[:, None]  # [B, U+1]
     return log_blank, jnp.where(has_next[:, None, :], log_y, NEG)
 
@@ -215,24 +223,29 @@ def forward_sweep(log_blank: jax.Array, log_y: jax.Array, valid: jax.Array,
                   combine: Callable = jnp.logaddexp) -> jax.Array:
     """log alpha on every anti-diagonal, one ``lax.scan`` step per diagonal.
 
-    On diagonal n, place u is the node (n-u, u). Its two predecessors lie on diagonal n-1: (t-1, u)
-    at the same place u, reached by a blank, and (t, u-1) at place u-1, reached by writing y_u:
+    On diagonal n, place u is the node (n-u, u). Its two predecessors lie on
+    diagonal n-1: (t-1, u) at the same place u, reached by a blank, and (t, u-1)
+    at place u-1, reached by writing y_u:
 
         log alpha_n[u] = combine(log alpha_{n-1}[u] + log blank_{n-1}[u],
                                  log alpha_{n-1}[u-1] + log y_{n-1}[u-1]).
 
-    ``combine=jnp.logaddexp`` sums over paths (the forward variables); ``jnp.maximum`` keeps the best
-    one (Viterbi). Nodes outside an example's lattice are held at NEG.
+    ``combine=jnp.logaddexp`` sums over paths (the forward variables);
+    ``jnp.maximum`` keeps the best one (Viterbi). Nodes outside an example's
+    lattice are held at NEG.
 
     Args:
-      log_blank, log_y: ``[N, B, U+1]``, diagonal-major (:func:`diagonals`), N = T + U.
+      log_blank, log_y: ``[N, B, U+1]``, diagonal-major (:func:`diagonals`),
+        N = T + U.
       valid: ``[N, B, U+1]`` bool, True at the nodes of each example's lattice.
 
     Returns:
       ``[N, B, U+1]`` log alpha, diagonal by diagonal (N - 1 sequential steps).
     """
     N, B, U1 = log_blank.shape
-    first = jnp.where(valid[0], jnp.full((B, U1), NEG, log_blank.dtype).at[:, 0].set(0.0), NEG)  # alpha(0,0) = 1
+    # alpha(0, 0) = 1
+    start = jnp.full((B, U1), NEG, log_blank.dtype).at[:, 0].set(0.0)
+    first = jnp.where(valid[0], start, NEG)
 
     def step(alpha, inputs):  # alpha: [B, U+1] on diagonal n-1
         blank_prev, y_prev, valid_n = inputs
