@@ -142,3 +142,29 @@ def test_every_glued_figure_shows_once_in_the_book_and_in_its_cell_on_colab(path
         assert tags & {"remove-output", "remove-cell"}, (
             f"the cell that glues the figure {name} must be tagged remove-output: the book places "
             f"it with {{glue:figure}}, and glue() also shows it in the cell")
+
+
+def _shown_sources():
+    """Every `show_source(obj)` of the notebooks, resolved to the package object it shows."""
+    import importlib
+
+    for path in NOTEBOOKS:
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            for match in re.finditer(r"show_source\(([A-Za-z_][\w.]*)((?:,[^)]*)?)\)", "".join(cell["source"])):
+                head, *rest = match.group(1).split(".")
+                obj = importlib.import_module(f"attention_course.{head}")
+                for name in rest:
+                    obj = getattr(obj, name)
+                yield path.name, match.group(1), "docstring=False" not in match.group(2), obj
+
+
+def test_source_shown_in_the_book_fits_its_column():
+    """The book's column holds 80 characters of code (tools/browser.py measures it in Chromium)."""
+    shown = list(_shown_sources())
+    assert shown, "the chapters show the package's code"
+    for notebook, name, docstring, obj in shown:
+        code = runtime.show_source(obj, docstring=docstring).code
+        wide = [line for line in code.splitlines() if len(line) > 80]
+        assert not wide, f"{notebook}: show_source({name}) has lines over 80 characters: {wide[:2]}"

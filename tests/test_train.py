@@ -155,3 +155,17 @@ def test_fit_with_decay_uses_the_run_length():
     assert history.steps == 6
     with pytest.raises(ValueError, match="steps"):
         train.fit(model, toy_loss, _stream(0), steps=2.5, decay=True, progress=False)
+
+
+def test_progress_bars_are_text_when_the_book_asks(monkeypatch):
+    """The book build sets ATTENTION_COURSE_PROGRESS=text: no widget may reach its pages."""
+    from tqdm.std import tqdm as text_bar
+
+    from attention_course import runtime
+
+    monkeypatch.setenv(runtime.PROGRESS_ENV, "text")
+    bar = train._progress_bar(10, "x")
+    try:
+        assert type(bar) is text_bar
+    finally:
+        bar.close()

@@ -20,7 +20,11 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from attention_course.runtime import FAST_ENV, FAST_MODE_BANNER  # noqa: E402
+from attention_course.runtime import FAST_ENV, FAST_MODE_BANNER, PROGRESS_ENV  # noqa: E402
+
+# Progress bars as text on stderr, which the book removes (`stderr_output: remove`): a widget bar
+# would stay on the page, frozen, and load the widget manager from a CDN.
+BOOK_ENV = {PROGRESS_ENV: "text"}
 
 JB = [sys.executable, "-m", "jupyter_book.cli.main"]
 
@@ -31,7 +35,7 @@ def _jupyter_book() -> list[str]:
 
 
 def build_full() -> int:
-    env = {k: v for k, v in os.environ.items() if k != FAST_ENV}
+    env = {**{k: v for k, v in os.environ.items() if k != FAST_ENV}, **BOOK_ENV}
     start = time.perf_counter()
     rc = subprocess.call(_jupyter_book() + ["build", str(ROOT)], env=env, cwd=ROOT)
     if rc != 0:
@@ -57,7 +61,7 @@ def build_fast() -> int:
         local[name] = str((ROOT / path).resolve())
     fast_config = out / "_config.yml"
     fast_config.write_text(yaml.safe_dump(config, sort_keys=False))
-    env = dict(os.environ, **{FAST_ENV: "1"})
+    env = dict(os.environ, **{FAST_ENV: "1"}, **BOOK_ENV)
     start = time.perf_counter()
     rc = subprocess.call(
         _jupyter_book() + ["build", str(ROOT), "--config", str(fast_config), "--path-output", str(out),

@@ -86,7 +86,10 @@ _IMAGES_JS = """(minScale) => {
     const name = (img.getAttribute('src') || '').split('/').pop();
     if (!img.complete || img.naturalWidth === 0) { out.push(`image ${name} did not load`); continue; }
     if (/\\.svg($|\\?)/i.test(img.currentSrc || img.src)) continue;  // vector: legible at any size
-    const declared = parseFloat(img.getAttribute('width'));
+    // The width the page asks for: a retina PNG is drawn at twice the pixels it is meant to fill
+    // and says so with a width attribute or style; an image that declares nothing means its own.
+    const styled = /px$/.test(img.style.width) ? parseFloat(img.style.width) : NaN;
+    const declared = parseFloat(img.getAttribute('width')) || styled;
     const intended = declared > 0 ? Math.min(declared, img.naturalWidth) : img.naturalWidth;
     const shown = img.getBoundingClientRect().width;
     if (shown < minScale * intended - 0.5) {
@@ -237,14 +240,23 @@ def check_site(html: pathlib.Path, screens: pathlib.Path, pages: list[str] | Non
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             context = browser.new_context(viewport=VIEWPORT)
-            # Nothing but this server: a page that needs a CDN must fail here.
-            context.route(re.compile(r"^(?!http://127\.0\.0\.1:).*"), lambda route: route.abort())
+            # Nothing but this server: a page that needs a CDN must fail here, naming what it asked for.
+            refused: list[str] = []
+
+            def refuse(route):
+                refused.append(route.request.url)
+                route.abort()
+
+            context.route(re.compile(r"^(?!http://127\.0\.0\.1:).*"), refuse)
             for rel in pages or pages_of(html):
                 page = context.new_page()
+                refused.clear()
                 try:
-                    reports.append(check_page(page, url, rel, screens))
+                    report = check_page(page, url, rel, screens)
                 finally:
                     page.close()
+                report.problems += [f"requests a resource from outside the book: {u[:100]}" for u in refused]
+                reports.append(report)
             browser.close()
     finally:
         server.shutdown()

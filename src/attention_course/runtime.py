@@ -32,6 +32,7 @@ __all__ = [
 
 REPOSITORY_URL = "https://github.com/attention-course/attention-course"
 FAST_ENV = "ATTENTION_COURSE_FAST"
+PROGRESS_ENV = "ATTENTION_COURSE_PROGRESS"  # "text": text progress bars, never widgets (the book build)
 FAST_MODE_BANNER = "FAST MODE"  # printed by setup(); `make book` refuses HTML that contains it
 
 T = TypeVar("T")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -26,6 +27,8 @@ import numpy as np
 import optax
 from flax import nnx
 from tqdm.std import tqdm as _tqdm_text
+
+from attention_course import runtime
 
 __all__ = ["History", "fit", "sequence_cross_entropy", "default_optimizer", "Trainer"]
 
@@ -247,13 +250,17 @@ class Trainer:
 
 
 def _progress_bar(total: int, desc: str):
-    # In Jupyter tqdm.auto draws a widget when ipywidgets is installed, else falls back to text.
+    # In Jupyter (and on Colab) tqdm.auto draws a widget when ipywidgets is installed, else falls
+    # back to text. The book asks for text: its build drops stderr, while a widget would stay on the
+    # page as a frozen bar and make the page load the widget manager from a CDN.
     try:
         import ipywidgets  # noqa: F401
     except ImportError:
         cls = _tqdm_text  # importing tqdm.auto without ipywidgets would print a warning
     else:
         from tqdm.auto import tqdm as cls
+    if os.environ.get(runtime.PROGRESS_ENV, "").strip().lower() == "text":
+        cls = _tqdm_text
     return cls(total=total, desc=desc, mininterval=1.0, dynamic_ncols=False, ncols=90)
 
 
