@@ -46,6 +46,7 @@ KERNELS = OUT / "jupyter"
 KERNEL_NAME = "colab-twin"
 SOURCE = OUT / "source"  # the course as Colab's pip would get it from the repository
 CONTENT = OUT / "content"  # the working directory, like Colab's /content
+BOOK_TESTS = ("tests/browser", "tests/test_book.py", "tests/test_publish.py", "tests/test_coursework.py")
 INSTALL_SPEC = '"attention-course @ git+{repo}"'
 CELL_TIMEOUT = 600
 
@@ -298,8 +299,9 @@ def check_without_flax(pins: dict[str, str]) -> tuple[list[str], str]:
 def run_unit_tests(pins: dict[str, str]) -> tuple[list[str], str]:
     """The unit tests at Colab's versions: pytest and hypothesis are added, nothing is changed.
 
-    Not the book's own checks (tests/test_book.py, tests/browser): they test the book build, whose
-    tools (Jupyter Book, pybtex, Playwright) are not part of what a learner installs on Colab.
+    Not the tests of the book's own tooling (BOOK_TESTS): they test the book build, its browser
+    checks, publishing and the autograder, whose tools (Jupyter Book, pybtex, Playwright, ghp-import,
+    the grader) are not part of what a learner installs on Colab.
     """
     constraints = OUT / "colab-keep.txt"
     constraints.write_text("".join(f"{n}=={v}\n" for n, v in pins.items() if n not in ("pip", "setuptools")))
@@ -310,8 +312,8 @@ def run_unit_tests(pins: dict[str, str]) -> tuple[list[str], str]:
             "unit tests: FAILED to install"
     start = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != FAST_ENV}
-    run = subprocess.run([str(TWIN_PY), "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
-                          "--ignore=tests/browser", "--ignore=tests/test_book.py", "tests"],
+    ignore = [f"--ignore={path}" for path in BOOK_TESTS]
+    run = subprocess.run([str(TWIN_PY), "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", *ignore, "tests"],
                          cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     tail = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-500:]
