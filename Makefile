@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
 
-.PHONY: book test unit fastbook browser colab publish repository serve student bench clean venv
+.PHONY: book test unit fastbook browser colab publish repository serve student assignment grade bench clean venv
 
 venv: $(STAMP)
 
@@ -61,6 +61,19 @@ serve:
 ## student: a copy of the notebooks with the solutions stripped, in _build/student
 student: $(STAMP)
 	$(PY) -m attention_course.grading strip notebooks _build/student
+
+## assignment: a chapter as an otter-grader assignment: make assignment CHAPTER=04 writes
+## _build/assignments/04_soft_search/ (student notebook, autograder.zip with hidden tests)
+assignment: $(STAMP)
+	@test -n "$(CHAPTER)" || { echo "usage: make assignment CHAPTER=NN"; exit 2; }
+	$(PY) -m attention_course.coursework assignment $(CHAPTER)
+
+## grade: grade every DIR/*.ipynb with otter: make grade CHAPTER=04 SUBMISSIONS=DIR writes
+## DIR/grades.csv and DIR/feedback/ (makes the assignment first when it is missing)
+grade: $(STAMP)
+	@test -n "$(CHAPTER)" -a -n "$(SUBMISSIONS)" || { echo "usage: make grade CHAPTER=NN SUBMISSIONS=DIR"; exit 2; }
+	@ls _build/assignments/$(CHAPTER)_*/autograder/autograder.zip >/dev/null 2>&1 || $(PY) -m attention_course.coursework assignment $(CHAPTER)
+	$(PY) -m attention_course.coursework grade $(CHAPTER) $(SUBMISSIONS)
 
 ## bench: performance benchmarks (ratios against references measured in the same run)
 bench: $(STAMP)

@@ -53,6 +53,7 @@ __all__ = [
     "check",
     "check_raises",
     "check_value",
+    "keep_going",
     "main",
     "strip_solutions",
     "student_notebook",
@@ -350,6 +351,8 @@ def check(
                 got = _call(student_fn, case)
             except type(reference_error):
                 continue
+            except NotImplementedError:
+                return _verdict(False, f"{label}: not implemented yet")
             except Exception as error:  # noqa: BLE001
                 return _verdict(
                     False,
@@ -363,6 +366,8 @@ def check(
             )
         try:
             got = _call(student_fn, case)
+        except NotImplementedError:
+            return _verdict(False, f"{label}: not implemented yet")
         except Exception as error:  # noqa: BLE001 -- report, never crash the notebook
             return _verdict(False, f"{label}: {where}: raised {_describe_exception(error)}")
         problem = _compare(got, expected, atol, rtol)
@@ -634,6 +639,48 @@ def student_notebook(nb: Mapping) -> dict:
       ValueError: naming the cell index and line of a broken BEGIN/END pair.
     """
     return _student_notebook(nb)[0]
+
+
+def keep_going(names: Iterable[str] = ()) -> None:
+    """In a student copy: an unfinished exercise does not stop Run All.
+
+    After this call, a cell that raises ``NotImplementedError`` (the placeholder the student
+    copy puts where a solution was), or a ``NameError`` for one of ``names`` (what an unfinished
+    top-level solution would have defined), prints one line saying the exercise is not
+    implemented yet and counts as run, so Jupyter and Colab go on to the next cell.  Any other
+    error still stops Run All.  Outside IPython it does nothing.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    watched = set(names)
+
+    def unfinished(error: BaseException | None) -> bool:
+        return isinstance(error, NotImplementedError) or (
+            isinstance(error, NameError) and getattr(error, "name", None) in watched
+        )
+
+    def handler(self, etype, value, tb, tb_offset=None):
+        if unfinished(value):
+            what = f" ({value.name} is not defined)" if isinstance(value, NameError) else ""
+            print(f"{FAIL} not implemented yet{what}: the rest of the notebook still runs")
+            return []
+        return self.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
+
+    def after(result) -> None:
+        if unfinished(getattr(result, "error_in_exec", None)):
+            result.error_in_exec = None
+
+    shell.set_custom_exc((NotImplementedError, NameError), handler)
+    for callback in list(shell.events.callbacks["post_run_cell"]):
+        if getattr(callback, "__name__", "") == "_keep_going_after":
+            shell.events.unregister("post_run_cell", callback)
+    after.__name__ = "_keep_going_after"
+    shell.events.register("post_run_cell", after)
 
 
 # --------------------------------------------------------------------------------------------
