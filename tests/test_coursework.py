@@ -301,3 +301,30 @@ def test_cli_usage(tmp_path):
     assert done.returncode == 2 and "is not a folder" in done.stderr
     with pytest.raises(ValueError, match="CHAPTER"):
         coursework.chapter("09")
+
+
+def test_without_root_the_audit_hook_refuses_writes_outside(assignments, tmp_path, monkeypatch):
+    """Grading as an ordinary user (no switch to nobody): the kernel's audit hook alone keeps
+    the instructor's files, and the other exercises are still graded."""
+    monkeypatch.setattr(coursework, "_RUNNER", {"python": sys.executable, "env": {}, "popen": {}})
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    assignment = assignments["01"]
+    keep = tmp_path / "keep.txt"
+    keep.write_text("mine")
+    (folder / "grades.csv").write_text("old")
+    source = source_notebook("01")
+    nb = vandal(source, {"write": [keep, folder / "grades.csv"], "delete": [assignment]})
+    nb = with_cell(
+        nb,
+        "ex-bottleneck-objective",
+        "import subprocess\nsubprocess.run(['rm', '-rf', " + repr(str(assignment)) + "])\n",
+    )
+    write(folder, "vandal.ipynb", nb)
+    before = digest(assignment)
+    coursework.grade("01", folder, assignment=assignment)
+    assert keep.read_text() == "mine" and digest(assignment) == before
+    row = read_csv(folder / "grades.csv")["vandal.ipynb"]
+    assert [row["ex-bottleneck-final-state"], row["ex-bottleneck-objective"]] == ["0", "0"]
+    assert row["ex-bottleneck-reverse"] == "2"
+    assert "blocked" in row["status"]

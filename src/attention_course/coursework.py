@@ -124,7 +124,9 @@ class Chapter:
 
     @property
     def notebook(self) -> Path:
-        return ROOT / "notebooks" / f"{self.name}.ipynb"
+        """The chapter notebook: in ./notebooks when run from a checkout, else next to the package."""
+        here = Path.cwd() / "notebooks" / f"{self.name}.ipynb"
+        return here if here.exists() else ROOT / "notebooks" / f"{self.name}.ipynb"
 
 
 def _jnp():
@@ -1189,6 +1191,7 @@ def _runner() -> tuple[str, dict[str, str], dict]:
             popen = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
             version = f"{sys.version_info.major}.{sys.version_info.minor}"
             paths = [str(ROOT / "src"), *site.getsitepackages()]
+            paths += [p for p in sys.path if "-packages" in p and p not in paths]
             candidates = [(sys.executable, {})] + [
                 (path, {"PYTHONPATH": os.pathsep.join(paths)})
                 for path in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}",
