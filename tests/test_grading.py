@@ -433,3 +433,18 @@ def test_cli_as_a_module(tmp_path):
         check=True,
     )
     assert "wrote" in result.stdout and (tmp_path / "o" / "a.ipynb").exists()
+
+
+# --- check_digest ----------------------------------------------------------------------------
+
+
+def test_check_digest_recognises_the_answer_without_showing_it(capsys):
+    answer = grading.digest(5_017_600)
+    assert "5017600" not in answer and len(answer) == 16
+    assert grading.digest(5_017_600.0) == answer == grading.digest(np.int64(5_017_600))
+    assert grading.check_digest(49 * 50 * 64 * 32, answer, name="saved")
+    assert verdict(capsys) == "\u2713 saved: matches"
+    assert not grading.check_digest(50 * 50 * 64 * 32, answer, name="saved")
+    assert verdict(capsys) == "\u2717 saved: not the expected answer (got 5120000)"
+    assert grading.digest(0.1 + 0.2) == grading.digest(0.3)
+    assert grading.digest("verte") != grading.digest("vert")

@@ -1210,10 +1210,13 @@ def _runner() -> tuple[str, dict[str, str], dict]:
                 if done.returncode == 0 and done.stdout.strip() == str(sys.version_info[:2]):
                     python, env = candidate, extra
                     break
-            else:
-                raise RuntimeError(
-                    "grading as root runs each submission as 'nobody', but no Python "
-                    f"{version} that nobody can run imports the course and otter-grader"
+            else:  # e.g. a checkout under /root: nobody cannot read the course
+                popen = {}
+                print(
+                    f"warning: no Python {version} that 'nobody' can run imports the course and "
+                    "otter-grader (is the checkout readable by others?); grading as root, "
+                    "guarded by the kernel's audit hook only",
+                    file=sys.stderr,
                 )
         _RUNNER.update(python=python, env=env, popen=popen)
         return python, env, popen
