@@ -199,6 +199,13 @@ def test_grade_chapter_01_good_wrong_and_bad_submissions(assignments, tmp_path):
             "    return -picked.mean()  # counts the padding\n",
         ),
     )
+    # the kernel runs as nobody when we are root (unless nobody cannot read the checkout)
+    popen = coursework._runner()[2]
+    uid = popen.get("user", os.getuid())
+    BAD_01["segfault_and_huge_output.ipynb"][0]["ex-bottleneck-reverse"] = (
+        f"import os\nassert os.getuid() == {uid}, os.getuid()\n" + CORRECT_REVERSE
+        + "print('x' * 300_000_000)\n"
+    )
     for name, (cells, _, _) in BAD_01.items():
         nb = source
         for label, code in cells.items():
