@@ -329,3 +329,16 @@ def test_luong_is_the_shared_encoder_decoder_with_one_step_rewritten():
     assert luong.LuongEncoderDecoder.encode is seq2seq.AttentionEncoderDecoder.encode
     assert luong.LuongEncoderDecoder.__call__ is seq2seq.AttentionEncoderDecoder.__call__
     assert luong.LuongEncoderDecoder.decode_step is not seq2seq.AttentionEncoderDecoder.decode_step
+
+
+def test_window_figure_fits_the_column_and_draws_the_window():
+    from attention_course import plots
+
+    weights = np.random.default_rng(0).random((6, 5))
+    fig = plots.window_heatmaps([("global", weights, None), ("local-p", weights, np.linspace(0, 4, 6))],
+                                list("abcde"), list("ABCDEF"), D=1)
+    assert fig.get_size_inches()[0] <= plots.BOOK_WIDTH
+    images = [ax for ax in fig.axes if ax.images]
+    assert len(images) == 2 and len(images[1].lines) == 3  # p_t and the window's two edges
+    with pytest.raises(ValueError, match="panels"):
+        plots.window_heatmaps([], ["a"], ["b"], D=1)

@@ -87,8 +87,10 @@ def general_score(h: jax.Array, hbar: jax.Array, W_a: jax.Array) -> jax.Array:
       e ``[..., S]``.
     """
     h_shape, k_shape = _check_query_keys(h, hbar)
-    if _shape(W_a) != (h_shape[-1], k_shape[-1]):
-        raise ValueError(f"W_a: expected shape [n, m] = {(h_shape[-1], k_shape[-1])}, got {_shape(W_a)}")
+    expected = (h_shape[-1], k_shape[-1])
+    if _shape(W_a) != expected:
+        raise ValueError(f"W_a: expected shape [n, m] = {expected}, "
+                         f"got {_shape(W_a)}")
     return jnp.einsum("...m,...sm->...s", h @ W_a, hbar)
 
 
@@ -131,12 +133,13 @@ def location_score(h: jax.Array, W_a: jax.Array) -> jax.Array:
     return h @ W_a
 
 
-def predicted_position(h: jax.Array, W_p: jax.Array, v_p: jax.Array, source_lengths: jax.Array) -> jax.Array:
-    """Local-p's aligned position: p = S · sigmoid(v_p · tanh(h W_p)), a real number in [0, S].
+def predicted_position(h: jax.Array, W_p: jax.Array, v_p: jax.Array,
+                       source_lengths: jax.Array) -> jax.Array:
+    """Local-p's aligned position: p = S · sigmoid(v_p · tanh(h W_p)) in [0, S].
 
     Args:
       h: ``[..., n]``; W_p: ``[n, k]``; v_p: ``[k]``.
-      source_lengths: S, ``[...]`` int, the real source positions (EOS included).
+      source_lengths: S ``[...]`` int, the real source positions (EOS too).
 
     Returns:
       p ``[...]`` float.
@@ -146,12 +149,15 @@ def predicted_position(h: jax.Array, W_p: jax.Array, v_p: jax.Array, source_leng
         raise ValueError(f"h: expected shape [..., n], got {h_shape}")
     if len(_shape(v_p)) != 1:
         raise ValueError(f"v_p: expected shape [k], got {_shape(v_p)}")
-    if _shape(W_p) != (h_shape[-1], _shape(v_p)[0]):
-        raise ValueError(f"W_p: expected shape [n, k] = {(h_shape[-1], _shape(v_p)[0])}, got {_shape(W_p)}")
+    expected = (h_shape[-1], _shape(v_p)[0])
+    if _shape(W_p) != expected:
+        raise ValueError(f"W_p: expected shape [n, k] = {expected}, "
+                         f"got {_shape(W_p)}")
     if _shape(source_lengths) != h_shape[:-1]:
-        raise ValueError(f"source_lengths: expected shape {h_shape[:-1]} (the leading axes of h), "
-                         f"got {_shape(source_lengths)}")
-    return jnp.asarray(source_lengths, jnp.float32) * jax.nn.sigmoid(jnp.tanh(h @ W_p) @ v_p)
+        raise ValueError(f"source_lengths: expected shape {h_shape[:-1]} (the "
+                         f"leading axes of h), got {_shape(source_lengths)}")
+    S = jnp.asarray(source_lengths, jnp.float32)
+    return S * jax.nn.sigmoid(jnp.tanh(h @ W_p) @ v_p)
 
 
 def _check_window(scores, mask, center, D) -> None:
@@ -182,15 +188,19 @@ def window_mask(mask: jax.Array, center: jax.Array, D: int) -> jax.Array:
     return mask & (jnp.abs(s - jnp.asarray(center, jnp.float32)[..., None]) <= D)
 
 
-def local_weights(scores: jax.Array, mask: jax.Array, center: jax.Array, D: int, *, gaussian: bool) -> jax.Array:
-    """Local attention: a softmax over the window |s - center| <= D (real positions only), 0 elsewhere.
+def local_weights(scores: jax.Array, mask: jax.Array, center: jax.Array,
+                  D: int, *, gaussian: bool) -> jax.Array:
+    """Local attention: a softmax over the window |s - center| <= D.
 
-    With ``gaussian=True`` (local-p) the softmax is then multiplied by exp(-(s - center)^2 / (2 sigma^2)),
-    sigma = D / 2, and not renormalised, as in the paper; the gradient reaches ``center`` through
-    the Gaussian. A window without any real position gives zeros, never NaN.
+    Only real positions (``mask``) inside the window get weight; 0 elsewhere.
+    With ``gaussian=True`` (local-p) the softmax is then multiplied by
+    exp(-(s - center)^2 / (2 sigma^2)), sigma = D / 2, and not renormalised,
+    as in the paper; the gradient reaches ``center`` through the Gaussian.
+    A window without any real position gives zeros, never NaN.
 
     Args:
-      scores: e ``[..., S]``; mask: ``[..., S]`` bool; center: p_t ``[...]`` float; D: int >= 1.
+      scores: e ``[..., S]``; mask: ``[..., S]`` bool;
+      center: p_t ``[...]`` float; D: int >= 1.
 
     Returns:
       a_t ``[..., S]``.
@@ -202,7 +212,8 @@ def local_weights(scores: jax.Array, mask: jax.Array, center: jax.Array, D: int,
     if gaussian:
         s = jnp.arange(_shape(scores)[-1], dtype=jnp.float32)
         sigma = D / 2
-        weights = weights * jnp.exp(-((s - center[..., None]) ** 2) / (2 * sigma**2))
+        distance = s - center[..., None]
+        weights = weights * jnp.exp(-(distance**2) / (2 * sigma**2))
     return weights
 
 
@@ -353,9 +364,16 @@ class LuongEncoderDecoder(seq2seq.AttentionEncoderDecoder):
         return dict(s=s0, htilde=jnp.zeros_like(s0), step=jnp.zeros((B,), jnp.int32), p=jnp.zeros((B,)))
 
     def decode_step(self, memory: dict, state: dict, prev: jax.Array):
-        """h_t = GRU(h_{t-1}, [E y_{t-1}; h~_{t-1}]); a_t from h_t; c_t; h~_t = tanh([c_t; h_t] W_c); logits."""
+        """One step: h_{t-1} -> h_t -> a_t -> c_t -> h~_t -> logits.
+
+        h_t = GRU(h_{t-1}, [E y_{t-1}; h~_{t-1}]) (without input feeding:
+        E y_{t-1} only); a_t from h_t; h~_t = tanh([c_t; h_t] W_c).
+        """
         y = self.target_embed(prev)  # [B, d_e]
-        x = jnp.concatenate([y, state["htilde"]], axis=-1) if self.input_feeding else y
+        if self.input_feeding:  # the last attentional vector joins the input
+            x = jnp.concatenate([y, state["htilde"]], axis=-1)
+        else:
+            x = y
         h = self.decoder(state["s"], x)  # [B, n]: the current state scores
         a, p = self.alignment(h, state["step"], memory)  # [B, S], [B]
         c = pooling.weighted_average(a, memory["h"])  # [B, m]

@@ -839,7 +839,9 @@ def window_heatmaps(
         if centers is not None:
             p = np.asarray(centers, dtype=float)[:rows]
             y = np.arange(rows)
-            ax.fill_betweenx(y, p - D, p + D, color="#4c8fd6", alpha=0.25, step=None, linewidth=0)
+            ax.fill_betweenx(y, p - D, p + D, color=NAN_COLOR, alpha=0.15, linewidth=0)
+            for edge in (p - D, p + D):
+                ax.plot(edge, y, color=NAN_COLOR, linewidth=1.2, linestyle="--")
             ax.plot(p, y, color=GOLD_COLOR, linewidth=1.5, label=r"$p_t$")
             ax.set_xlim(-0.5, cols - 0.5)
             ax.set_ylim(rows - 0.5, -0.5)
