@@ -788,7 +788,8 @@ def _attention_course_guard():
     from IPython import get_ipython
 
     ip = get_ipython()
-    scratch = os.environ["ATTENTION_COURSE_SCRATCH"]
+    # make grade sets the scratch folder; under a plain `otter run` or on Gradescope: the cwd
+    scratch = os.environ.get("ATTENTION_COURSE_SCRATCH") or os.getcwd()
     log = open(os.path.join(scratch, "progress.log"), "a", buffering=1)
     sys.modules["__attention_course_log__"] = log
     cap = int(os.environ.get("ATTENTION_COURSE_OUTPUT_CAP", "1000000"))
@@ -867,6 +868,8 @@ AUDIT_SOURCE = r'''
 def _attention_course_audit():
     import os, sys
 
+    if not os.environ.get("ATTENTION_COURSE_SCRATCH"):
+        return  # a plain `otter run` or Gradescope: otter writes results to /tmp; no hook
     scratch = os.path.realpath(os.environ["ATTENTION_COURSE_SCRATCH"]) + os.sep
     log = sys.modules["__attention_course_log__"]
     realpath, fspath, getcwd, join = os.path.realpath, os.fspath, os.getcwd, os.path.join
