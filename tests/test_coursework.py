@@ -280,9 +280,8 @@ def test_grade_chapter_04_twice_gives_the_same_csv(assignments, tmp_path):
         'pair = tasks.translate_sentence("the cat sleeps while the green car waits".split())\n'
         "my_pendant, my_verte = 3, 6\n",
     )
-    write(folder, "d_wrong_prediction.ipynb", predicted)
-    write(folder, "e_calls_reference.ipynb", with_cell(
-        source, "ex-search-mask", "my_masked_softmax = pooling.masked_softmax\n"))
+    predicted = with_cell(predicted, "ex-search-mask", "my_masked_softmax = pooling.masked_softmax\n")
+    write(folder, "c_wrong_prediction_and_reference.ipynb", predicted)
 
     coursework.grade("04", folder, assignment=assignment)
     first = (folder / "grades.csv").read_text()
@@ -292,9 +291,11 @@ def test_grade_chapter_04_twice_gives_the_same_csv(assignments, tmp_path):
     assert rows["a_reference.ipynb"]["total"] == "7"
     assert rows["b_untouched.ipynb"]["total"] == "0"
     assert rows["b_untouched.ipynb"]["status"] == "ok"
-    assert [rows["d_wrong_prediction.ipynb"][l] for l in labels] == ["2", "2", "2", "0"]
-    assert rows["e_calls_reference.ipynb"]["ex-search-mask"] == "0"
-    assert "calls the course's reference" in rows["e_calls_reference.ipynb"]["status"]
+    row = rows["c_wrong_prediction_and_reference.ipynb"]
+    assert [row[l] for l in labels] == ["2", "2", "0", "0"]
+    assert row["status"] == "ex-search-mask: calls the course's reference (switched off while grading)"
+    feedback = (folder / "feedback" / "c_wrong_prediction_and_reference.md").read_text()
+    assert "\u2717 ex-search-predict (0/1): my_verte:" in feedback
 
     coursework.grade("04", folder, assignment=assignment)
     assert (folder / "grades.csv").read_text() == first
