@@ -295,7 +295,7 @@ def test_grade_chapter_04_twice_gives_the_same_csv(assignments, tmp_path):
     assert [row[l] for l in labels] == ["2", "2", "0", "0"]
     assert row["status"] == "ex-search-mask: calls the course's reference (switched off while grading)"
     feedback = (folder / "feedback" / "c_wrong_prediction_and_reference.md").read_text()
-    assert "\u2717 ex-search-predict (0/1): my_verte:" in feedback
+    assert "\u2717 ex-search-predict (0/1): my_verte: not the expected answer (got 6)" in feedback
 
     coursework.grade("04", folder, assignment=assignment)
     assert (folder / "grades.csv").read_text() == first

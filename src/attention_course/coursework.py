@@ -1014,7 +1014,7 @@ def run_hidden_cases(env: dict, number: str, label: str, expected_blob: str) -> 
     Raises AssertionError with one line (what failed, on which hidden case) unless every case
     passes; otter turns that into the exercise's score and feedback.
     """
-    from attention_course.grading import _compare, _describe_exception
+    from attention_course.grading import _compare, _describe_exception, _short
 
     ch = chapter(number)
     (ex,) = [e for e in ch.exercises if e.label == label]
@@ -1052,6 +1052,8 @@ def run_hidden_cases(env: dict, number: str, label: str, expected_blob: str) -> 
                      f"raised {label} {type(error).__name__}")
                 raise AssertionError(f"{where}: raised {_describe_exception(error)}") from None
             problem = _compare(got, want, part.atol, part.rtol)
+            if problem and part.kind == "value":  # the answer itself: do not give it away
+                raise AssertionError(f"{where}: not the expected answer (got {_short(got)})")
             if problem:
                 raise AssertionError(f"{where}: {problem}")
     _log(f"passed {label}")
