@@ -613,7 +613,8 @@ def student_copy(nb: dict, ch: Chapter) -> dict:
         "outputs": [],
         "source": (
             "# Coursework: an exercise you have not done yet says \"not implemented yet\"\n"
-            "# and does not stop Run All.\n"
+            "# and does not stop Run All. Grading runs only the exercise cells (the ones\n"
+            "# that said \"your code here\"): keep all of an exercise's code in its cell.\n"
             f"grading.keep_going({names!r});"
         ),
     }
