@@ -23,7 +23,7 @@ book: $(STAMP)
 
 ## test: unit tests, the strict book build with every notebook executed in fast mode, and every
 ## page of that build checked in headless Chromium
-test: unit fastbook
+test: unit fastbook browser
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -n 2 --ignore=tests/browser tests
