@@ -14,7 +14,7 @@ from jax.test_util import check_grads
 
 from attention_course import decode, seq2seq, tasks, train
 from attention_course import self_attention as sa
-from toy_models import assert_padding_invariant
+from toy_models import assert_beam_of_one_is_greedy, assert_padding_invariant
 
 TASK = tasks.get_task("translate")
 
@@ -40,7 +40,7 @@ def numpy_attention(q, k, v, mask):
     out = np.zeros(q.shape[:-1] + (v.shape[-1],))
     weights = np.zeros(q.shape[:-1] + (k.shape[-2],))
     for index in np.ndindex(q.shape[:-1]):
-        lead, t = index[:-1], index[-1]
+        lead = index[:-1]
         scores = np.array([q[index] @ k[lead + (s,)] for s in range(k.shape[-2])]) / math.sqrt(q.shape[-1])
         allowed = np.broadcast_to(mask, weights.shape)[index]
         if not allowed.any():
@@ -212,13 +212,7 @@ def test_padding_does_not_change_the_model(extra, seed):
 
 
 def test_beam_of_one_is_greedy_and_cross_attention_is_returned():
-    model = small_transformer(seed=3)
-    batch = tasks.make_batch(tasks.generate(TASK, 4, seed=2, min_length=3, max_length=8), TASK)
-    g = decode.greedy_decode(model, batch.source, batch.source_lengths, max_length=12)
-    b = decode.beam_search(model, batch.source, batch.source_lengths, beam_size=1, max_length=12)
-    np.testing.assert_array_equal(g.tokens, b.tokens)
-    np.testing.assert_allclose(g.attention, b.attention, atol=1e-6)
-    assert g.attention.shape == (4, 12, batch.source.shape[1])
+    g = assert_beam_of_one_is_greedy(small_transformer(seed=3), TASK)
     np.testing.assert_allclose(np.asarray(g.attention).sum(-1)[np.asarray(g.tokens) != 0], 1.0, atol=1e-5)
 
 

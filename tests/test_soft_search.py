@@ -8,7 +8,7 @@ from flax import nnx
 from hypothesis import given, settings, strategies as st
 
 from attention_course import decode, pooling, seq2seq, soft_search, tasks, train
-from toy_models import assert_padding_invariant
+from toy_models import assert_beam_of_one_is_greedy, assert_padding_invariant
 
 
 def numpy_additive_score(s, h, W_a, U_a, v_a):
@@ -101,13 +101,7 @@ def test_padding_does_not_change_the_model(extra, seed):
 
 
 def test_beam_of_one_is_greedy_and_attention_is_returned():
-    model = small_model(seed=3)
-    batch = tasks.make_batch(tasks.generate(TASK, 4, seed=2, min_length=3, max_length=8), TASK)
-    g = decode.greedy_decode(model, batch.source, batch.source_lengths, max_length=12)
-    b = decode.beam_search(model, batch.source, batch.source_lengths, beam_size=1, max_length=12)
-    np.testing.assert_array_equal(g.tokens, b.tokens)
-    np.testing.assert_allclose(g.attention, b.attention, atol=1e-6)
-    assert g.attention.shape == (4, 12, batch.source.shape[1])
+    assert_beam_of_one_is_greedy(small_model(seed=3), TASK)
 
 
 def test_wide_beam_finds_the_exhaustive_optimum():

@@ -101,3 +101,17 @@ def assert_padding_invariant(model, task, pairs, extra: int) -> None:
         np.testing.assert_allclose(np.asarray(alpha_b)[:, : mask.shape[1], :T_x][mask], np.asarray(alpha_a)[mask],
                                    atol=1e-6)
         assert np.all(np.asarray(alpha_b)[:, :, T_x:] == 0)
+
+
+def assert_beam_of_one_is_greedy(model, task, *, n: int = 4, max_length: int = 12):
+    """Beam search of width 1 is greedy decoding: same tokens, same attention. Returns the greedy result."""
+    from attention_course import decode, tasks
+
+    batch = tasks.make_batch(tasks.generate(task, n, seed=2, min_length=3, max_length=8), task)
+    g = decode.greedy_decode(model, batch.source, batch.source_lengths, max_length=max_length)
+    b = decode.beam_search(model, batch.source, batch.source_lengths, beam_size=1, max_length=max_length)
+    np.testing.assert_array_equal(g.tokens, b.tokens)
+    np.testing.assert_allclose(g.attention, b.attention, atol=1e-6)
+    np.testing.assert_allclose(g.log_prob, b.log_prob, atol=1e-5)
+    assert g.attention.shape == (n, max_length, batch.source.shape[1])
+    return g

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from attention_course import decode, pooling, rnn
+from attention_course import pooling, rnn
 
 # A list of sub-modules: nnx.List from flax 0.12 on; before it, a plain list is a graph node.
 _ModuleList = getattr(nnx, "List", list)
