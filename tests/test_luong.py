@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 from jax.test_util import check_grads
 
 from attention_course import decode, luong, pooling, seq2seq, soft_search, tasks
@@ -164,6 +164,8 @@ def test_local_weights_match_numpy(S, D, center, gaussian, seed):
     rng = np.random.default_rng(seed)
     scores = jnp.asarray(5 * rng.normal(size=(2, S)), jnp.float32)
     mask = np.arange(S)[None, :] < rng.integers(1, S + 1, size=(2, 1))
+    for value in (center, center / 2):  # an edge exactly on a position: float32 and float64 disagree
+        assume(all(abs(abs(s - value) - D) > 1e-4 for s in range(S)))
     c = jnp.array([center, center / 2], jnp.float32)
     got = luong.local_weights(scores, jnp.asarray(mask), c, D, gaussian=gaussian)
     np.testing.assert_allclose(got, numpy_local(scores, mask, c, D, gaussian), rtol=1e-5, atol=1e-6)
@@ -313,15 +315,25 @@ def test_beam_of_one_is_greedy_and_attention_is_returned(variant):
 
 
 def test_model_gradient_matches_finite_differences():
-    """The whole model's loss along one random direction in parameter space."""
+    """The whole model's loss along one random direction in parameter space (central differences)."""
     model = small_model("concat", "local-p", D=1)
     batch = tasks.make_batch(tasks.generate(TASK, 2, seed=7, min_length=2, max_length=4), TASK)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
-    def loss(p):
-        return seq2seq.loss(nnx.merge(graphdef, p, rest), batch)[0]
+    @jax.jit
+    def loss(p, b):
+        return seq2seq.loss(nnx.merge(graphdef, p, rest), b)[0]
 
-    check_grads(loss, (params,), order=1, modes=("rev",), atol=5e-2, rtol=5e-2, eps=1e-2)
+    grads = jax.jit(jax.grad(loss))(params, batch)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(0), len(leaves))
+    direction = treedef.unflatten([jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+    eps = 1e-2
+    shifted = [jax.tree_util.tree_map(lambda x, v: x + sign * eps * v, params, direction) for sign in (1, -1)]
+    numeric = (loss(shifted[0], batch) - loss(shifted[1], batch)) / (2 * eps)
+    analytic = sum(jnp.vdot(g, v) for g, v in zip(jax.tree_util.tree_leaves(grads),
+                                                   jax.tree_util.tree_leaves(direction)))
+    np.testing.assert_allclose(float(analytic), float(numeric), rtol=2e-2, atol=1e-3)
 
 
 def test_luong_is_the_shared_encoder_decoder_with_one_step_rewritten():
