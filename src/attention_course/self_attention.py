@@ -62,22 +62,14 @@ def _shape(x) -> tuple[int, ...]:
     return tuple(jnp.shape(x))
 
 
-def scaled_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
-                                 mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """softmax(q k^T / sqrt(d_k)) v, restricted to where ``mask`` is True (Eq. 1).
+def _check_positive_ints(**values) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
 
-    Args:
-      q: queries ``[..., T, d_k]``.
-      k: keys ``[..., S, d_k]``.
-      v: values ``[..., S, d_v]``.
-      mask: bool, broadcastable to ``[..., T, S]``; True = query t may attend to key s.
 
-    Returns:
-      (out ``[..., T, d_v]``, weights ``[..., T, S]``). A query whose mask row is all False gets
-      zero weights and a zero output (:func:`attention_course.pooling.masked_softmax`), never NaN.
-      ``jax.nn.dot_product_attention`` differs there: it gives such a row uniform weights, so its
-      output is the mean of the values.
-    """
+def _check_attention_inputs(q, k, v, mask) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The checks of :func:`scaled_dot_product_attention`: (leading axes, ``[..., T, S]``)."""
     q_shape, k_shape, v_shape = _shape(q), _shape(k), _shape(v)
     if len(q_shape) < 2 or len(k_shape) < 2 or len(v_shape) < 2:
         raise ValueError(f"q, k, v: expected [..., T, d_k], [..., S, d_k], [..., S, d_v]; got q {q_shape}, "
@@ -100,33 +92,56 @@ def scaled_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
             raise ValueError(f"mask: expected a shape broadcastable to [..., T, S] = {scores_shape}, got {_shape(mask)}")
         if jnp.result_type(mask) != jnp.bool_:
             raise ValueError(f"mask: expected a boolean array (True = may attend), got dtype {jnp.result_type(mask)}")
-    d_k = q_shape[-1]
-    scores = jnp.einsum("...td,...sd->...ts", q, k) / math.sqrt(d_k)  # [..., T, S]
-    weights = pooling.masked_softmax(scores, None if mask is None else jnp.broadcast_to(mask, scores_shape))
-    v = jnp.broadcast_to(v, (*lead, *v_shape[-2:]))
+    return lead, scores_shape
+
+
+def scaled_dot_product_attention(q, k, v, mask=None):
+    """softmax(q k^T / sqrt(d_k)) v, only where ``mask`` is True (Eq. 1).
+
+    Args:
+      q: queries ``[..., T, d_k]``.
+      k: keys ``[..., S, d_k]``.
+      v: values ``[..., S, d_v]``.
+      mask: bool, broadcastable to ``[..., T, S]``; True = query t may
+        attend to key s.
+
+    Returns:
+      (out ``[..., T, d_v]``, weights ``[..., T, S]``). A query whose mask
+      row is all False gets zero weights and a zero output
+      (:func:`attention_course.pooling.masked_softmax`), never NaN.
+      ``jax.nn.dot_product_attention`` differs there: it gives such a row
+      uniform weights, so its output is the mean of the values.
+    """
+    lead, scores_shape = _check_attention_inputs(q, k, v, mask)
+    d_k = jnp.shape(q)[-1]
+    scores = jnp.einsum("...td,...sd->...ts", q, k) / math.sqrt(d_k)
+    if mask is not None:
+        mask = jnp.broadcast_to(mask, scores_shape)  # [..., T, S]
+    weights = pooling.masked_softmax(scores, mask)  # [..., T, S]
+    v = jnp.broadcast_to(v, (*lead, *jnp.shape(v)[-2:]))  # [..., S, d_v]
     return pooling.weighted_average(weights, v), weights
 
 
 def causal_mask(T: int) -> jax.Array:
-    """``[T, T]`` bool, True at (t, s) when s <= t: position t sees itself and what came before."""
-    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
-        raise ValueError(f"T: expected a positive int, got {T!r}")
+    """``[T, T]`` bool, True at (t, s) when s <= t: position t sees itself
+    and the positions before it, never the ones after."""
+    _check_positive_ints(T=T)
     return jnp.tril(jnp.ones((T, T), bool))
 
 
 def sinusoidal_positions(length: int, d_model: int) -> jax.Array:
     """The table PE ``[length, d_model]`` of §3.5.
 
-    PE[pos, 2i] = sin(pos / 10000^(2i / d_model)) and PE[pos, 2i + 1] = cos(pos / 10000^(2i / d_model)):
-    each pair of columns is a sine and a cosine of one frequency, from 1 down to 1/10000.
+    PE[pos, 2i] = sin(pos / 10000^(2i / d_model)) and
+    PE[pos, 2i + 1] = cos(pos / 10000^(2i / d_model)): each pair of columns
+    is a sine and a cosine of one frequency, from 1 down to nearly 1/10000.
     """
-    for name, value in (("length", length), ("d_model", d_model)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    _check_positive_ints(length=length, d_model=d_model)
     pos = jnp.arange(length, dtype=jnp.float32)[:, None]  # [length, 1]
     two_i = 2 * (jnp.arange(d_model) // 2)  # 0, 0, 2, 2, 4, 4, ...
     angle = pos / jnp.power(10000.0, two_i / d_model)  # [length, d_model]
-    return jnp.where(jnp.arange(d_model) % 2 == 0, jnp.sin(angle), jnp.cos(angle))
+    even = jnp.arange(d_model) % 2 == 0  # columns 2i get sin, 2i + 1 cos
+    return jnp.where(even, jnp.sin(angle), jnp.cos(angle))
 
 
 def position_wise_ffn(x: jax.Array, W_1: jax.Array, b_1: jax.Array, W_2: jax.Array, b_2: jax.Array) -> jax.Array:
@@ -137,22 +152,23 @@ def position_wise_ffn(x: jax.Array, W_1: jax.Array, b_1: jax.Array, W_2: jax.Arr
     return jax.nn.relu(x @ W_1 + b_1) @ W_2 + b_2
 
 
-def transformer_learning_rate(d_model: int, warmup_steps: int = 4000, scale: float = 1.0) -> optax.Schedule:
-    """The schedule of §5.3: scale * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5).
+def transformer_learning_rate(d_model: int, warmup_steps: int = 4000,
+                              scale: float = 1.0) -> optax.Schedule:
+    """The schedule of §5.3:
+    scale * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5).
 
-    It rises linearly for ``warmup_steps`` steps, then decays as 1/sqrt(step). Steps count from 1
-    (optax counts from 0, so the schedule is evaluated at count + 1).
+    It rises linearly for ``warmup_steps`` steps, then decays as
+    1/sqrt(step). Steps count from 1 (optax counts from 0, so the schedule
+    is evaluated at count + 1).
     """
-    if not isinstance(d_model, int) or d_model < 1:
-        raise ValueError(f"d_model: expected a positive int, got {d_model!r}")
-    if not isinstance(warmup_steps, int) or warmup_steps < 1:
-        raise ValueError(f"warmup_steps: expected a positive int, got {warmup_steps!r}")
+    _check_positive_ints(d_model=d_model, warmup_steps=warmup_steps)
     if not scale > 0:
         raise ValueError(f"scale: expected a positive number, got {scale!r}")
 
     def schedule(count):
         step = jnp.asarray(count, jnp.float32) + 1.0
-        return scale * d_model ** -0.5 * jnp.minimum(step ** -0.5, step * warmup_steps ** -1.5)
+        rise, fall = step * warmup_steps ** -1.5, step ** -0.5
+        return scale * d_model ** -0.5 * jnp.minimum(rise, fall)
 
     return schedule
 
@@ -194,13 +210,17 @@ class MultiHeadAttention(nnx.Module):
         self.b_o = nnx.Param(jnp.zeros((d_model,)))
 
     def project(self, x: jax.Array, which: str) -> jax.Array:
-        """x ``[B, T, d_model]`` → one projection per head ``[B, h, T, d_k]`` (which: "q", "k" or "v")."""
-        W, b = {"q": (self.W_q, self.b_q), "k": (self.W_k, self.b_k), "v": (self.W_v, self.b_v)}[which]
+        """x W_i^Q + b (which="q"; "k", "v" alike) for every head i at once:
+        x ``[B, T, d_model]`` → ``[B, h, T, d_k]``."""
+        W, b = {"q": (self.W_q, self.b_q), "k": (self.W_k, self.b_k),
+                "v": (self.W_v, self.b_v)}[which]
         return jnp.einsum("btd,dhk->bhtk", x, W[...]) + b[...][:, None, :]
 
     def combine(self, heads: jax.Array) -> jax.Array:
-        """Concat(head_1..head_h) W^O + b: ``[B, h, T, d_k]`` → ``[B, T, d_model]``."""
-        return jnp.einsum("bhtk,hkd->btd", heads, self.W_o[...]) + self.b_o[...]
+        """Concat(head_1, ..., head_h) W^O + b: ``[B, h, T, d_k]`` →
+        ``[B, T, d_model]`` (the concatenation and the product in one sum)."""
+        out = jnp.einsum("bhtk,hkd->btd", heads, self.W_o[...])
+        return out + self.b_o[...]
 
     def __call__(self, x_q: jax.Array, x_kv: jax.Array | None = None,
                  mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
@@ -228,9 +248,12 @@ class _FFN(nnx.Module):
 
 
 class _Residual(nnx.Module):
-    """LayerNorm(x + dropout(f(x))) (post-LN, the paper) or x + dropout(f(LayerNorm(x))) (pre-LN)."""
+    """A sub-layer f with its residual connection and LayerNorm:
+    LayerNorm(x + dropout(f(x))) (post-LN, the paper's §3.1 and §5.4), or
+    x + dropout(f(LayerNorm(x))) (pre-LN, ``norm_first=True``)."""
 
-    def __init__(self, d_model: int, norm_first: bool, dropout: float, *, rngs: nnx.Rngs):
+    def __init__(self, d_model: int, norm_first: bool, dropout: float, *,
+                 rngs: nnx.Rngs):
         self.norm = nnx.LayerNorm(d_model, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.norm_first = norm_first
@@ -238,9 +261,9 @@ class _Residual(nnx.Module):
     def __call__(self, x, sublayer):
         if self.norm_first:
             out, extra = sublayer(self.norm(x))
-            return x + self.dropout(out), extra
+            return x + self.dropout(out), extra  # pre-LN
         out, extra = sublayer(x)
-        return self.norm(x + self.dropout(out)), extra
+        return self.norm(x + self.dropout(out)), extra  # post-LN
 
 
 class EncoderLayer(nnx.Module):
@@ -407,32 +430,38 @@ class Transformer(nnx.Module):
                     values=[empty for _ in self.decoder])
 
     def decode_step(self, memory: dict, state: dict, prev: jax.Array):
-        """The next token's logits ``[B, V]`` from the previous token ``[B]``, the new state, and the
-        last layer's cross-attention averaged over heads ``[B, T_x]``.
+        """One target position: the next token's logits ``[B, V]`` from the
+        previous token ``[B]``, the new state, and the last layer's
+        cross-attention averaged over heads ``[B, T_x]``.
 
-        The new position's keys and values are written into the cache at index ``step``; its query
-        attends over cache positions 0..step. The cost is O(max_length) per step, whatever the prefix.
+        The new position's keys and values are written into the cache at
+        index ``step``, and its query attends over cache positions
+        0..step: a step costs O(max_length), however long the prefix.
         """
         step = state["step"]  # [B]
-        y = self._embed(self.target_embed, prev[:, None], step[:, None])  # [B, 1, d]
-        seen = (jnp.arange(self.max_length)[None, :] <= step[:, None])[:, None, None, :]  # [B, 1, 1, L]
-        write = (jnp.arange(self.max_length)[None, :] == step[:, None])[:, None, :, None]  # [B, 1, L, 1]
-        source_mask = memory["mask"][:, None, None, :]
+        y = self._embed(self.target_embed, prev[:, None], step[:, None])
+        L = jnp.arange(self.max_length)[None, :]  # [1, L]
+        seen = (L <= step[:, None])[:, None, None, :]  # [B, 1, 1, L]
+        write = (L == step[:, None])[:, None, :, None]  # [B, 1, L, 1]
+        source_mask = memory["mask"][:, None, None, :]  # [B, 1, 1, T_x]
         new_keys, new_values = [], []
-        for index, layer in enumerate(self.decoder):
-            attention = layer.self_attention
+        for i, layer in enumerate(self.decoder):
             cache = {}
 
-            def attend(z, attention=attention, index=index, cache=cache):
-                k = jnp.where(write, attention.project(z, "k"), state["keys"][index])  # [B, h, L, d_k]
-                v = jnp.where(write, attention.project(z, "v"), state["values"][index])
-                cache.update(k=k, v=v)
-                heads, weights = scaled_dot_product_attention(attention.project(z, "q"), k, v, seen)
-                return attention.combine(heads), weights
+            def attend(z, mha=layer.self_attention, i=i, cache=cache):
+                # z is the sub-layer's input (y, or LayerNorm(y) for pre-LN);
+                # its key and value go into the cache of layer i at `step`
+                k = jnp.where(write, mha.project(z, "k"), state["keys"][i])
+                v = jnp.where(write, mha.project(z, "v"), state["values"][i])
+                cache.update(k=k, v=v)  # [B, h, L, d_k] each
+                q = mha.project(z, "q")  # [B, h, 1, d_k]
+                heads, weights = scaled_dot_product_attention(q, k, v, seen)
+                return mha.combine(heads), weights
 
-            y, _, cross = layer(y, attend, memory["keys"][index], memory["values"][index], source_mask)
+            y, _, cross = layer(y, attend, memory["keys"][i],
+                                memory["values"][i], source_mask)
             new_keys.append(cache["k"])
             new_values.append(cache["v"])
         logits = self._readout(y)[:, 0]
-        return logits, dict(step=step + 1, keys=new_keys, values=new_values), cross[:, :, 0].mean(axis=1)
-
+        state = dict(step=step + 1, keys=new_keys, values=new_values)
+        return logits, state, cross[:, :, 0].mean(axis=1)
