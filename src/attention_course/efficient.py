@@ -1,0 +1,715 @@
+"""Chapter 07: attention at scale.
+
+Self-attention over ``n`` positions builds an ``n x n`` matrix of scores. This module holds the
+three answers the years after 2017 gave to that cost, each as a pure function with the shapes of
+chapter 06 (``[..., T, d]``; masks are boolean, True = may attend):
+
+- exact attention in linear memory: :func:`online_softmax_update` (one block of the online softmax)
+  and :func:`blockwise_attention` (a ``lax.scan`` over key/value blocks with a gradient that
+  recomputes each block, as FlashAttention's backward pass does);
+- approximations: :func:`linear_attention` (parallel form), :func:`linear_attention_recurrent`
+  (the same numbers from a ``[d_k, d_v]`` state, :func:`linear_attention_step`) and
+  :func:`sliding_window_attention` (local causal attention in blocks, never ``[T, T]``);
+- attention across devices: :func:`ring_attention` (``shard_map`` + ``lax.ppermute``).
+
+Plus the measuring tools the chapter's experiments use: :func:`materialised_attention`,
+:func:`compiled_memory` (XLA's compiled memory analysis, nothing allocated) and
+:func:`associative_recall`.
+
+``python -m attention_course.efficient ring`` runs the multi-device checks in a fresh process (the
+chapter's notebook calls it with 8 host devices when the backend it runs on has fewer).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import subprocess
+import sys
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from attention_course import self_attention
+
+# shard_map: jax.shard_map in new JAX, jax.experimental.shard_map.shard_map before it.
+try:
+    _shard_map = jax.shard_map
+except AttributeError:  # pragma: no cover - older JAX
+    from jax.experimental.shard_map import shard_map as _shard_map
+
+__all__ = [
+    "online_softmax_update",
+    "blockwise_attention",
+    "elu_plus_one",
+    "linear_attention",
+    "linear_attention_step",
+    "linear_attention_recurrent",
+    "sliding_window_mask",
+    "sliding_window_attention",
+    "ring_attention",
+    "ring_schedule",
+    "sequence_mesh",
+    "materialised_attention",
+    "compiled_memory",
+    "associative_recall",
+    "run_in_subprocess",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks (before tracing)
+# --------------------------------------------------------------------------------------------
+
+
+def _shape(x) -> tuple[int, ...]:
+    return tuple(jnp.shape(x))
+
+
+def _check_qkv(q, k, v) -> tuple[int, ...]:
+    """Check q ``[..., T, d_k]``, k ``[..., S, d_k]``, v ``[..., S, d_v]``; return the leading axes."""
+    q_shape, k_shape, v_shape = _shape(q), _shape(k), _shape(v)
+    if len(q_shape) < 2 or len(k_shape) < 2 or len(v_shape) < 2:
+        raise ValueError(f"q, k, v: expected [..., T, d_k], [..., S, d_k], [..., S, d_v]; got q {q_shape}, "
+                         f"k {k_shape}, v {v_shape}")
+    if q_shape[-1] != k_shape[-1]:
+        raise ValueError(f"k: expected the last axis d_k = {q_shape[-1]} of q {q_shape}, got k of shape {k_shape}")
+    if k_shape[-2] != v_shape[-2]:
+        raise ValueError(f"v: expected S = {k_shape[-2]} positions like k {k_shape}, got v of shape {v_shape}")
+    try:
+        return tuple(jnp.broadcast_shapes(q_shape[:-2], k_shape[:-2], v_shape[:-2]))
+    except ValueError:
+        raise ValueError(f"q, k, v: leading axes do not broadcast: q {q_shape}, k {k_shape}, v {v_shape}") from None
+
+
+def _check_mask(mask, scores_shape: tuple[int, ...]) -> None:
+    if mask is None:
+        return
+    try:
+        ok = tuple(jnp.broadcast_shapes(_shape(mask), scores_shape)) == tuple(scores_shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"mask: expected a shape broadcastable to [..., T, S] = {tuple(scores_shape)}, "
+                         f"got {_shape(mask)}")
+    if jnp.result_type(mask) != jnp.bool_:
+        raise ValueError(f"mask: expected a boolean array (True = may attend), got dtype {jnp.result_type(mask)}")
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+
+
+def _check_self(q, k, v) -> None:
+    if _shape(q)[-2] != _shape(k)[-2]:
+        raise ValueError(f"k: expected T = {_shape(q)[-2]} positions like q {_shape(q)} (self-attention), "
+                         f"got k of shape {_shape(k)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Exact attention, block by block
+# --------------------------------------------------------------------------------------------
+
+
+def online_softmax_update(m: jax.Array, l: jax.Array, acc: jax.Array, scores: jax.Array,
+                          v_block: jax.Array, mask: jax.Array | None = None):
+    """One block of the online softmax (Milakov & Gimelshein 2018).
+
+    With the running max ``m``, the running sum ``l`` and the running numerator ``acc`` of the keys
+    seen so far, and the scores ``s_j`` of a new block of keys::
+
+        m'   = max(m, max_j s_j)
+        l'   = exp(m - m') l + sum_j exp(s_j - m')
+        acc' = exp(m - m') acc + sum_j exp(s_j - m') v_j
+
+    so that after the last block ``acc / l`` is softmax attention over all keys. Masked scores
+    count as ``-inf``; a row with no allowed key so far keeps ``m = -inf``, ``l = 0``, ``acc = 0``.
+
+    Args:
+      m: running max ``[..., T]`` (start at ``-inf``).
+      l: running sum ``[..., T]`` (start at 0).
+      acc: running numerator ``[..., T, d_v]`` (start at 0).
+      scores: this block's scores ``[..., T, B]``.
+      v_block: this block's values ``[..., B, d_v]``.
+      mask: bool ``[..., T, B]`` (broadcastable) or None; True = may attend.
+
+    Returns:
+      ``(m', l', acc')`` with the shapes of ``(m, l, acc)``.
+    """
+    if mask is not None:
+        scores = jnp.where(mask, scores, -jnp.inf)
+    # The max only keeps exp() in range, the result does not depend on it: no gradient through it.
+    m_new = jax.lax.stop_gradient(jnp.maximum(m, jnp.max(scores, axis=-1)))  # [..., T]
+    m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # a row with nothing allowed yet
+    p = jnp.exp(scores - m_safe[..., None])  # [..., T, B]; exp(-inf) = 0
+    correction = jnp.exp(m - m_safe)  # [..., T]; 0 while m = -inf
+    l_new = correction * l + jnp.sum(p, axis=-1)
+    acc_new = correction[..., None] * acc + jnp.einsum("...tb,...bd->...td", p, v_block)
+    return m_new, l_new, acc_new
+
+
+def _key_blocks(x: jax.Array, block_size: int, fill) -> jax.Array:
+    """``[..., S, d]`` -> ``[n_blocks, ..., block_size, d]``, padded at the end with ``fill``."""
+    S = x.shape[-2]
+    n_blocks = -(-S // block_size)
+    pad = n_blocks * block_size - S
+    widths = [(0, 0)] * (x.ndim - 2) + [(0, pad), (0, 0)]
+    x = jnp.pad(x, widths, constant_values=fill)
+    x = x.reshape(*x.shape[:-2], n_blocks, block_size, x.shape[-1])
+    return jnp.moveaxis(x, -3, 0)
+
+
+def _block_mask(mask: jax.Array, causal: bool, T: int, S: int, block_size: int):
+    """Per-block masks: returns a function of the block index -> bool ``[..., T or 1, B]``.
+
+    ``mask`` is ``[..., T or 1, S]`` (leading axes already broadcast, unpadded). Keys past ``S``
+    (the padding of the last block) are never allowed.
+    """
+    blocks = _key_blocks(jnp.swapaxes(mask, -1, -2), block_size, False)  # [n, ..., B, T or 1]
+    blocks = jnp.swapaxes(blocks, -1, -2)  # [n, ..., T or 1, B]
+
+    def block(j, mask_block):
+        key_pos = j * block_size + jnp.arange(block_size)  # [B]
+        allowed = mask_block & (key_pos < S)
+        if causal:
+            allowed = allowed & (jnp.arange(T)[:, None] >= key_pos[None, :])  # [T, B]
+        return allowed
+
+    return blocks, block
+
+
+def _blockwise_forward(q, k, v, mask, causal: bool, block_size: int):
+    """Forward pass: output ``[..., T, d_v]`` and log-sum-exp ``[..., T]`` (``-inf`` for empty rows)."""
+    T, S, d_k = q.shape[-2], k.shape[-2], q.shape[-1]
+    q = q / math.sqrt(d_k)
+    k_blocks = _key_blocks(k, block_size, 0.0)  # [n, ..., B, d_k]
+    v_blocks = _key_blocks(v, block_size, 0.0)  # [n, ..., B, d_v]
+    mask_blocks, block_mask = _block_mask(mask, causal, T, S, block_size)
+    lead = q.shape[:-2]
+    init = (jnp.full((*lead, T), -jnp.inf, q.dtype), jnp.zeros((*lead, T), q.dtype),
+            jnp.zeros((*lead, T, v.shape[-1]), q.dtype))
+
+    def step(carry, xs):
+        j, k_b, v_b, mask_b = xs
+        scores = jnp.einsum("...td,...bd->...tb", q, k_b)  # [..., T, B]
+        return online_softmax_update(*carry, scores, v_b, block_mask(j, mask_b)), None
+
+    (m, l, acc), _ = jax.lax.scan(step, init, (jnp.arange(k_blocks.shape[0]), k_blocks, v_blocks,
+                                               mask_blocks))
+    nonempty = l > 0
+    out = jnp.where(nonempty[..., None], acc / jnp.where(nonempty, l, 1.0)[..., None], 0.0)
+    lse = jnp.where(nonempty, m + jnp.log(jnp.where(nonempty, l, 1.0)), -jnp.inf)
+    return out, lse
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _blockwise(q, k, v, mask, causal, block_size):
+    return _blockwise_forward(q, k, v, mask, causal, block_size)[0]
+
+
+def _blockwise_fwd(q, k, v, mask, causal, block_size):
+    out, lse = _blockwise_forward(q, k, v, mask, causal, block_size)
+    return out, (q, k, v, mask, out, lse)
+
+
+def _blockwise_bwd(causal, block_size, residuals, d_out):
+    """FlashAttention's backward pass: recompute each block's weights from the saved log-sum-exp.
+
+    With ``P = exp(q k^T / sqrt(d_k) - lse)`` of one block and ``D_t = sum_d dO_td O_td``::
+
+        dV = P^T dO,   dP = dO V^T,   dS = P * (dP - D),   dQ += dS K / sqrt(d_k),   dK = dS^T Q / sqrt(d_k)
+    """
+    q, k, v, mask, out, lse = residuals
+    T, S, d_k = q.shape[-2], k.shape[-2], q.shape[-1]
+    scale = 1.0 / math.sqrt(d_k)
+    k_blocks = _key_blocks(k, block_size, 0.0)
+    v_blocks = _key_blocks(v, block_size, 0.0)
+    mask_blocks, block_mask = _block_mask(mask, causal, T, S, block_size)
+    D = jnp.sum(d_out * out, axis=-1)  # [..., T]
+    lse_safe = jnp.where(jnp.isfinite(lse), lse, 0.0)
+
+    def step(dq, xs):
+        j, k_b, v_b, mask_b = xs
+        scores = jnp.einsum("...td,...bd->...tb", q, k_b) * scale  # [..., T, B]
+        allowed = block_mask(j, mask_b) & jnp.isfinite(lse)[..., None]
+        p = jnp.where(allowed, jnp.exp(scores - lse_safe[..., None]), 0.0)  # [..., T, B]
+        dv_b = jnp.einsum("...tb,...td->...bd", p, d_out)
+        dp = jnp.einsum("...td,...bd->...tb", d_out, v_b)
+        ds = p * (dp - D[..., None])
+        dq = dq + jnp.einsum("...tb,...bd->...td", ds, k_b) * scale
+        dk_b = jnp.einsum("...tb,...td->...bd", ds, q) * scale
+        return dq, (dk_b, dv_b)
+
+    dq, (dk_blocks, dv_blocks) = jax.lax.scan(
+        step, jnp.zeros_like(q), (jnp.arange(k_blocks.shape[0]), k_blocks, v_blocks, mask_blocks))
+
+    def unblock(x):  # [n, ..., B, d] -> [..., S, d]
+        x = jnp.moveaxis(x, 0, -3)
+        return x.reshape(*x.shape[:-3], -1, x.shape[-1])[..., :S, :]
+
+    return dq, unblock(dk_blocks), unblock(dv_blocks), None
+
+
+_blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)
+
+
+def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None, *,
+                        block_size: int, causal: bool = False) -> jax.Array:
+    """Exact softmax attention, ``softmax(q k^T / sqrt(d_k)) v``, one block of keys at a time.
+
+    The keys and values are cut into blocks of ``block_size`` (the last block padded), and a
+    ``lax.scan`` folds them in with :func:`online_softmax_update` (Rabe & Staats 2021; Dao et al.
+    2022). The ``[T, S]`` matrix of scores is never built: the forward pass holds ``[..., T, B]``
+    at a time, and the gradient (a custom VJP) recomputes each block's weights from the saved
+    log-sum-exp instead of storing them, so memory is linear in ``S`` both ways.
+
+    Args:
+      q: queries ``[..., T, d_k]``.
+      k: keys ``[..., S, d_k]``.
+      v: values ``[..., S, d_v]``.
+      mask: bool, broadcastable to ``[..., T, S]``; True = query t may attend to key s. A padding
+        mask ``[..., 1, S]`` stays that size.
+      block_size: keys per block, any positive int (it need not divide ``S``).
+      causal: also forbid keys after the query (``s > t``), computed per block, no ``[T, S]`` mask.
+
+    Returns:
+      ``[..., T, d_v]``, equal to chapter 06's ``scaled_dot_product_attention`` (a query with no
+      allowed key gets a zero output, never NaN).
+    """
+    lead = _check_qkv(q, k, v)
+    T, S = _shape(q)[-2], _shape(k)[-2]
+    _check_mask(mask, (*lead, T, S))
+    _check_positive_int("block_size", block_size)
+    if not isinstance(causal, bool):
+        raise ValueError(f"causal: expected a bool, got {causal!r}")
+    dtype = jnp.result_type(q, k, v)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.float32
+    q = jnp.broadcast_to(jnp.asarray(q, dtype), (*lead, *_shape(q)[-2:]))
+    k = jnp.broadcast_to(jnp.asarray(k, dtype), (*lead, *_shape(k)[-2:]))
+    v = jnp.broadcast_to(jnp.asarray(v, dtype), (*lead, *_shape(v)[-2:]))
+    if mask is None:
+        mask = jnp.ones((*lead, 1, S), bool)
+    else:
+        mask = jnp.asarray(mask)
+        mask = mask.reshape((1,) * (len(lead) + 2 - mask.ndim) + mask.shape)
+        mask = jnp.broadcast_to(mask, (*lead, mask.shape[-2], S))
+    return _blockwise(q, k, v, mask, causal, int(min(block_size, S)))
+
+
+def materialised_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                           mask: jax.Array | None = None) -> jax.Array:
+    """Chapter 06's attention, ``softmax(q k^T / sqrt(d_k)) v``, which builds the ``[..., T, S]`` scores.
+
+    Shapes as in :func:`blockwise_attention`; returns only the output ``[..., T, d_v]``.
+    """
+    return self_attention.scaled_dot_product_attention(q, k, v, mask)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Linear attention (Katharopoulos et al. 2020)
+# --------------------------------------------------------------------------------------------
+
+
+def elu_plus_one(x: jax.Array) -> jax.Array:
+    """The feature map of Katharopoulos et al. (2020): ``phi(x) = elu(x) + 1 > 0``, elementwise."""
+    return jax.nn.elu(x) + 1.0
+
+
+def linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool,
+                     feature_map: Callable[[jax.Array], jax.Array] = elu_plus_one,
+                     eps: float = 1e-6) -> jax.Array:
+    """Linear attention, the parallel form: softmax's ``exp(q.k)`` replaced by ``phi(q).phi(k)``::
+
+        out_t = phi(q_t)^T sum_s phi(k_s) v_s^T / (phi(q_t)^T sum_s phi(k_s) + eps)
+
+    over all ``s`` (``causal=False``, computed as ``phi(Q) (phi(K)^T V)`` in time linear in ``T``)
+    or over ``s <= t`` (``causal=True``, computed here as the masked ``[T, T]`` product, the form
+    that trains in parallel; :func:`linear_attention_recurrent` gives the same numbers one step
+    at a time).
+
+    Args:
+      q: ``[..., T, d_k]``; k: ``[..., S, d_k]``; v: ``[..., S, d_v]`` (``S = T`` when causal).
+      causal: whether query t sees only keys s <= t.
+      feature_map: ``phi``, elementwise, positive.
+      eps: added to the denominator.
+
+    Returns:
+      ``[..., T, d_v]``.
+    """
+    _check_qkv(q, k, v)
+    if not isinstance(causal, bool):
+        raise ValueError(f"causal: expected a bool, got {causal!r}")
+    if causal:
+        _check_self(q, k, v)
+    if not callable(feature_map):
+        raise ValueError(f"feature_map: expected a function, got {feature_map!r}")
+    phi_q, phi_k = feature_map(q), feature_map(k)  # [..., T, d_k], [..., S, d_k]
+    if causal:
+        T = _shape(q)[-2]
+        a = jnp.einsum("...td,...sd->...ts", phi_q, phi_k)  # [..., T, T]
+        a = jnp.where(jnp.tril(jnp.ones((T, T), bool)), a, 0.0)
+        return jnp.einsum("...ts,...sd->...td", a, v) / (jnp.sum(a, axis=-1, keepdims=True) + eps)
+    state = jnp.einsum("...sd,...se->...de", phi_k, v)  # [..., d_k, d_v]
+    z = jnp.sum(phi_k, axis=-2)  # [..., d_k]
+    num = jnp.einsum("...td,...de->...te", phi_q, state)
+    den = jnp.einsum("...td,...d->...t", phi_q, z)[..., None]
+    return num / (den + eps)
+
+
+def linear_attention_step(state: jax.Array, z: jax.Array, q_t: jax.Array, k_t: jax.Array, v_t: jax.Array, *,
+                          feature_map: Callable[[jax.Array], jax.Array] = elu_plus_one, eps: float = 1e-6):
+    """One step of linear attention as an RNN::
+
+        S_t = S_{t-1} + phi(k_t) v_t^T,   z_t = z_{t-1} + phi(k_t),
+        out_t = phi(q_t)^T S_t / (phi(q_t)^T z_t + eps)
+
+    Args:
+      state: ``S_{t-1}`` ``[..., d_k, d_v]``; z: ``z_{t-1}`` ``[..., d_k]``.
+      q_t, k_t: ``[..., d_k]``; v_t: ``[..., d_v]``.
+
+    Returns:
+      ``(S_t, z_t, out_t)``, ``out_t`` of shape ``[..., d_v]``.
+    """
+    phi_q, phi_k = feature_map(q_t), feature_map(k_t)
+    state = state + phi_k[..., :, None] * v_t[..., None, :]
+    z = z + phi_k
+    out = jnp.einsum("...d,...de->...e", phi_q, state) / (jnp.einsum("...d,...d->...", phi_q, z)[..., None] + eps)
+    return state, z, out
+
+
+def linear_attention_recurrent(q: jax.Array, k: jax.Array, v: jax.Array, *,
+                               feature_map: Callable[[jax.Array], jax.Array] = elu_plus_one,
+                               eps: float = 1e-6, return_state: bool = False):
+    """Causal linear attention as a recurrence: :func:`linear_attention_step` under ``lax.scan``.
+
+    The whole past is held in a fixed-size state ``S_t`` ``[..., d_k, d_v]`` (and ``z_t``
+    ``[..., d_k]``), whatever the length: chapter 01's one vector, grown into a matrix.
+
+    Args:
+      q, k: ``[..., T, d_k]``; v: ``[..., T, d_v]``.
+
+    Returns:
+      ``[..., T, d_v]``, equal to ``linear_attention(q, k, v, causal=True)``; with
+      ``return_state=True``, ``(out, (S_T, z_T))``.
+    """
+    lead = _check_qkv(q, k, v)
+    _check_self(q, k, v)
+    if not callable(feature_map):
+        raise ValueError(f"feature_map: expected a function, got {feature_map!r}")
+    T, d_k, d_v = _shape(q)[-2], _shape(q)[-1], _shape(v)[-1]
+    dtype = jnp.result_type(q, k, v)
+    q, k, v = (jnp.broadcast_to(x, (*lead, *_shape(x)[-2:])) for x in (q, k, v))
+    xs = tuple(jnp.moveaxis(x, -2, 0) for x in (q, k, v))  # time first
+
+    def step(carry, x):
+        state, z = carry
+        state, z, out = linear_attention_step(state, z, *x, feature_map=feature_map, eps=eps)
+        return (state, z), out
+
+    init = (jnp.zeros((*lead, d_k, d_v), dtype), jnp.zeros((*lead, d_k), dtype))
+    final, outs = jax.lax.scan(step, init, xs)
+    out = jnp.moveaxis(outs, 0, -2)
+    return (out, final) if return_state else out
+
+
+# --------------------------------------------------------------------------------------------
+# Local attention
+# --------------------------------------------------------------------------------------------
+
+
+def sliding_window_mask(T: int, window: int) -> jax.Array:
+    """``[T, T]`` bool: query t may attend to key s when ``t - window < s <= t``."""
+    _check_positive_int("T", T)
+    _check_positive_int("window", window)
+    t = jnp.arange(T)[:, None]
+    s = jnp.arange(T)[None, :]
+    return (s <= t) & (s > t - window)
+
+
+def sliding_window_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int,
+                             mask: jax.Array | None = None) -> jax.Array:
+    """Local causal attention: query t attends only to the last ``window`` positions, ``t - window < s <= t``::
+
+        out_t = sum_{s = t - window + 1}^{t} softmax_s(q_t . k_s / sqrt(d_k)) v_s
+
+    Computed in blocks of ``window`` queries, each against its own block of keys and the block
+    before it, so memory is ``O(T * window)``, never ``[T, T]``.
+
+    Args:
+      q, k: ``[..., T, d_k]``; v: ``[..., T, d_v]`` (self-attention: one length).
+      window: positive int, how many positions each query sees (itself included).
+      mask: bool broadcastable to ``[..., T, T]`` (e.g. a padding mask ``[..., 1, T]``), combined
+        with the window; True = may attend.
+
+    Returns:
+      ``[..., T, d_v]``; a query with no allowed key gets zeros.
+    """
+    lead = _check_qkv(q, k, v)
+    _check_self(q, k, v)
+    _check_positive_int("window", window)
+    T, d_k = _shape(q)[-2], _shape(q)[-1]
+    _check_mask(mask, (*lead, T, T))
+    W = int(min(window, T))
+    n = -(-T // W)
+    pad = n * W - T
+    q, k, v = (jnp.broadcast_to(x, (*lead, *_shape(x)[-2:])) for x in (q, k, v))
+
+    def blocks(x):  # [..., T, d] -> [..., n, W, d]
+        x = jnp.pad(x, [(0, 0)] * len(lead) + [(0, pad), (0, 0)])
+        return x.reshape(*lead, n, W, x.shape[-1])
+
+    def with_previous(x):  # [..., n, W, d] -> [..., n, 2W, d]: the block before, then this one
+        prev = jnp.pad(x, [(0, 0)] * len(lead) + [(1, 0), (0, 0), (0, 0)])[..., :-1, :, :]
+        return jnp.concatenate([prev, x], axis=-2)
+
+    q_b = blocks(q)  # [..., n, W, d_k]
+    k_b, v_b = with_previous(blocks(k)), with_previous(blocks(v))  # [..., n, 2W, d]
+    q_pos = jnp.arange(n)[:, None] * W + jnp.arange(W)[None, :]  # [n, W]
+    k_pos = jnp.arange(n)[:, None] * W - W + jnp.arange(2 * W)[None, :]  # [n, 2W]
+    diff = q_pos[:, :, None] - k_pos[:, None, :]  # [n, W, 2W]
+    allowed = (diff >= 0) & (diff < window) & (k_pos[:, None, :] >= 0) & (k_pos[:, None, :] < T)
+    if mask is not None:
+        mask = jnp.asarray(mask)
+        mask = mask.reshape((1,) * (len(lead) + 2 - mask.ndim) + mask.shape)
+        mask = jnp.broadcast_to(mask, (*lead, mask.shape[-2], T))
+        mask = jnp.pad(mask, [(0, 0)] * len(lead) + [(0, pad if mask.shape[-2] > 1 else 0), (W, pad)])
+        rows = q_pos if mask.shape[-2] > 1 else jnp.zeros_like(q_pos)  # [n, W]
+        cols = k_pos + W  # [n, 2W], shifted by the front padding
+        band = mask[..., rows[:, :, None], cols[:, None, :]]  # [..., n, W, 2W]
+        allowed = allowed & band
+    scores = jnp.einsum("...nwd,...nbd->...nwb", q_b, k_b) / math.sqrt(d_k)
+    scores = jnp.where(allowed, scores, -jnp.inf)
+    m = jnp.max(scores, axis=-1, keepdims=True)
+    p = jnp.exp(scores - jnp.where(jnp.isfinite(m), m, 0.0))
+    l = jnp.sum(p, axis=-1, keepdims=True)
+    weights = p / jnp.where(l > 0, l, 1.0)
+    out = jnp.einsum("...nwb,...nbd->...nwd", weights, v_b)
+    return out.reshape(*lead, n * W, -1)[..., :T, :]
+
+
+# --------------------------------------------------------------------------------------------
+# Attention across devices (Liu et al. 2023)
+# --------------------------------------------------------------------------------------------
+
+
+def sequence_mesh(n_devices: int | None = None, axis: str = "seq") -> Mesh:
+    """A one-axis mesh over the first ``n_devices`` devices (all of them by default)."""
+    devices = jax.devices()
+    n_devices = len(devices) if n_devices is None else n_devices
+    _check_positive_int("n_devices", n_devices)
+    if n_devices > len(devices):
+        raise ValueError(f"n_devices: expected at most the {len(devices)} devices there are, got {n_devices}")
+    return Mesh(np.array(devices[:n_devices]), (axis,))
+
+
+def ring_schedule(n_devices: int) -> np.ndarray:
+    """``[step, device]`` -> the key/value block that device holds at that step of the ring.
+
+    Device ``i`` starts with block ``i`` and passes its block to device ``i + 1`` after each step,
+    so at step ``j`` it holds block ``(i - j) mod P``.
+    """
+    _check_positive_int("n_devices", n_devices)
+    steps = np.arange(n_devices)[:, None]
+    devices = np.arange(n_devices)[None, :]
+    return (devices - steps) % n_devices
+
+
+def ring_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, mesh: Mesh, axis: str) -> jax.Array:
+    """Softmax attention with the sequence sharded over the devices of ``mesh`` along ``axis``.
+
+    Each of the ``P`` devices holds ``T / P`` queries and ``S / P`` keys and values. For ``P``
+    steps a device folds the key/value block it holds into its queries' running softmax
+    (:func:`online_softmax_update`), then passes the block to the next device on the ring
+    (``lax.ppermute`` inside ``shard_map``); after ``P`` steps every query has seen every key::
+
+        out = softmax(q k^T / sqrt(d_k)) v,   no device holding more than [T/P, S/P] scores.
+
+    Args:
+      q: ``[..., T, d_k]``; k: ``[..., S, d_k]``; v: ``[..., S, d_v]`` (same leading axes);
+        ``T`` and ``S`` divisible by the size of ``axis``.
+      mesh: a ``jax.sharding.Mesh``; axis: the name of its axis to shard the sequence over.
+
+    Returns:
+      ``[..., T, d_v]``, sharded like ``q``; equal to attention on one device.
+    """
+    _check_qkv(q, k, v)
+    if not (_shape(q)[:-2] == _shape(k)[:-2] == _shape(v)[:-2]):
+        raise ValueError(f"q, k, v: expected the same leading axes, got q {_shape(q)}, k {_shape(k)}, "
+                         f"v {_shape(v)}")
+    if not isinstance(mesh, Mesh):
+        raise ValueError(f"mesh: expected a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if axis not in mesh.axis_names:
+        raise ValueError(f"axis: expected one of the mesh's axes {tuple(mesh.axis_names)}, got {axis!r}")
+    P = mesh.shape[axis]
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if _shape(x)[-2] % P:
+            raise ValueError(f"{name}: expected a length divisible by the {P} devices on axis {axis!r}, "
+                             f"got {name} of shape {_shape(x)}")
+    spec = PartitionSpec(*([None] * (len(_shape(q)) - 2)), axis, None)
+    d_k = _shape(q)[-1]
+    perm = [(i, (i + 1) % P) for i in range(P)]
+
+    def local(q, k, v):  # this device's blocks [..., T/P, d]
+        q = q / math.sqrt(d_k)
+        lead, Tl = q.shape[:-2], q.shape[-2]
+
+        def step(carry, _):
+            m, l, acc, k, v = carry
+            scores = jnp.einsum("...td,...sd->...ts", q, k)
+            m, l, acc = online_softmax_update(m, l, acc, scores, v)
+            k = jax.lax.ppermute(k, axis, perm)
+            v = jax.lax.ppermute(v, axis, perm)
+            return (m, l, acc, k, v), None
+
+        # The starting state is computed from q, so that shard_map sees it vary across devices.
+        zero = q[..., 0] * 0.0  # [..., T/P]
+        init = (zero - jnp.inf, zero, zero[..., None] * v[..., :1, :] * 0.0, k, v)
+        (m, l, acc, _, _), _ = jax.lax.scan(step, init, None, length=P)
+        return acc / l[..., None]
+
+    sharded = _shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec)
+    return sharded(q, k, v)
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring
+# --------------------------------------------------------------------------------------------
+
+
+def compiled_memory(fn: Callable, *shapes, dtype=jnp.float32) -> dict[str, int]:
+    """XLA's compiled memory analysis of ``jax.jit(fn)`` for arguments of the given shapes.
+
+    Nothing is allocated: the function is lowered for ``jax.ShapeDtypeStruct`` arguments and
+    compiled, and the compiler reports the bytes it plans for.
+
+    Args:
+      fn: a function of arrays.
+      shapes: one shape (tuple of ints) per argument, or a ``jax.ShapeDtypeStruct``.
+
+    Returns:
+      ``{"temp": ..., "argument": ..., "output": ...}`` in bytes (``temp`` is the scratch memory
+      the computation needs beyond its inputs and outputs).
+    """
+    args = [s if isinstance(s, jax.ShapeDtypeStruct) else jax.ShapeDtypeStruct(tuple(s), dtype) for s in shapes]
+    stats = jax.jit(fn).lower(*args).compile().memory_analysis()
+    if stats is None:  # pragma: no cover - a backend without the analysis
+        raise RuntimeError("this backend gives no compiled memory analysis")
+    return {"temp": int(stats.temp_size_in_bytes), "argument": int(stats.argument_size_in_bytes),
+            "output": int(stats.output_size_in_bytes)}
+
+
+def associative_recall(key: jax.Array, n_pairs: int, d: int, *, attention: str, sharpness: float = 8.0,
+                       n_trials: int = 8) -> float:
+    """Store ``n_pairs`` key -> value pairs in attention, ask for each value back, return the recall.
+
+    Keys ``k_s`` and values ``v_s`` are random unit vectors in ``R^d``; the query for pair ``i`` is
+    ``q = beta k_i`` with ``beta = sharpness * sqrt(d)``, so that softmax attention's scores
+    ``q . k_s / sqrt(d) = sharpness * cos(k_i, k_s)``. The readouts::
+
+        softmax:          out = sum_s softmax_s(q . k_s / sqrt(d)) v_s
+        linear:           out = phi(q)^T S / (phi(q)^T z),  S = sum_s phi(k_s) v_s^T  [d, d],  phi = elu + 1
+        linear_identity:  out = q^T S,  S = sum_s k_s v_s^T  (phi(x) = x: the plain outer-product memory)
+
+    A retrieval counts when the stored value nearest to ``out`` (by cosine) is ``v_i``.
+
+    Returns:
+      the fraction of the ``n_pairs * n_trials`` queries retrieved correctly.
+    """
+    _check_positive_int("n_pairs", n_pairs)
+    _check_positive_int("d", d)
+    _check_positive_int("n_trials", n_trials)
+    if attention not in ("softmax", "linear", "linear_identity"):
+        raise ValueError(f"attention: expected 'softmax', 'linear' or 'linear_identity', got {attention!r}")
+    k_key, v_key = jax.random.split(key)
+
+    def unit(x):
+        return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+    keys = unit(jax.random.normal(k_key, (n_trials, n_pairs, d)))  # [n, N, d]
+    values = unit(jax.random.normal(v_key, (n_trials, n_pairs, d)))  # [n, N, d]
+    queries = keys * (sharpness * math.sqrt(d))
+    if attention == "softmax":
+        out = materialised_attention(queries, keys, values)
+    elif attention == "linear":
+        out = linear_attention(queries, keys, values, causal=False)
+    else:
+        state = jnp.einsum("nsd,nse->nde", keys, values)  # [n, d, d]
+        out = jnp.einsum("nqd,nde->nqe", queries, state)
+    similarity = jnp.einsum("nqe,nse->nqs", out, values) / jnp.maximum(
+        jnp.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+    return float(jnp.mean(jnp.argmax(similarity, axis=-1) == jnp.arange(n_pairs)))
+
+
+# --------------------------------------------------------------------------------------------
+# The multi-device checks, in a process of their own
+# --------------------------------------------------------------------------------------------
+
+
+def run_in_subprocess(command: str, n_devices: int = 8, *args: str, timeout: float = 600) -> dict:
+    """Run ``python -m attention_course.efficient <command>`` with ``n_devices`` host CPU devices.
+
+    The device count is an XLA flag read when JAX starts, so it is set in a fresh process and
+    never leaks into the caller's. Returns the JSON the command prints on its last line.
+    """
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n_devices}").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    done = subprocess.run([sys.executable, "-m", "attention_course.efficient", command, *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"efficient {command} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def ring_check(seed: int = 0, batch: int = 2, length: int = 64, d: int = 16) -> dict[str, Any]:
+    """Ring attention on every device there is against one-device attention: values and gradients."""
+    mesh = sequence_mesh(axis="seq")
+    kq, kk, kv, kc = jax.random.split(jax.random.PRNGKey(seed), 4)
+    q = jax.random.normal(kq, (batch, length, d))
+    k = jax.random.normal(kk, (batch, length, d))
+    v = jax.random.normal(kv, (batch, length, d))
+    cot = jax.random.normal(kc, (batch, length, d))
+    sharding = NamedSharding(mesh, PartitionSpec(None, "seq", None))
+    qs, ks, vs = (jax.device_put(x, sharding) for x in (q, k, v))
+
+    def ring_loss(q, k, v):
+        return jnp.sum(ring_attention(q, k, v, mesh=mesh, axis="seq") * cot)
+
+    def one_loss(q, k, v):
+        return jnp.sum(materialised_attention(q, k, v) * cot)
+
+    out_ring = jax.jit(lambda q, k, v: ring_attention(q, k, v, mesh=mesh, axis="seq"))(qs, ks, vs)
+    out_one = jax.jit(materialised_attention)(q, k, v)
+    g_ring = jax.jit(jax.grad(ring_loss, argnums=(0, 1, 2)))(qs, ks, vs)
+    g_one = jax.jit(jax.grad(one_loss, argnums=(0, 1, 2)))(q, k, v)
+    try:
+        ring_attention(q[:, 1:], k[:, 1:], v[:, 1:], mesh=mesh, axis="seq")
+        message = ""
+    except ValueError as error:
+        message = str(error)
+    return {
+        "n_devices": len(jax.devices()),
+        "indivisible_error": message,
+        "platform": jax.devices()[0].platform,
+        "output_sharding": str(out_ring.sharding.spec),
+        "max_abs_diff_values": float(jnp.max(jnp.abs(out_ring - out_one))),
+        "max_abs_diff_grads": float(max(jnp.max(jnp.abs(a - b)) for a, b in zip(g_ring, g_one))),
+    }
+
+
+def _main(argv: list[str]) -> None:
+    if not argv or argv[0] not in ("ring",):
+        raise SystemExit("usage: python -m attention_course.efficient ring")
+    if argv[0] == "ring":
+        print(json.dumps(ring_check()))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
