@@ -219,14 +219,27 @@ def test_ring_attention_on_the_devices_there_are():
         _close(a, b)
 
 
-def test_ring_attention_on_8_host_devices_in_a_subprocess():
-    result = efficient.run_in_subprocess("ring", 8)
+@pytest.fixture(scope="module")
+def eight_devices():
+    """The multi-device checks, run once in a process of their own with 8 host CPU devices."""
+    return efficient.run_in_subprocess("checks", 8)
+
+
+def test_ring_attention_on_8_host_devices_in_a_subprocess(eight_devices):
+    result = eight_devices["ring"]
     assert result["n_devices"] == 8
     assert result["output_sharding"] == "PartitionSpec(None, 'seq', None)" or "seq" in result["output_sharding"]
     assert result["max_abs_diff_values"] <= ATOL
     assert result["max_abs_diff_grads"] <= ATOL
     assert result["indivisible_error"].startswith("q: expected a length divisible by the 8 devices")
     assert len(jax.devices()) < 8 or jax.devices()[0].platform != "cpu"  # nothing leaked here
+
+
+def test_data_parallel_losses_equal_one_device_losses(eight_devices):
+    result = eight_devices["data_parallel"]
+    assert result["n_devices"] == 8 and len(result["single"]) == 5
+    np.testing.assert_allclose(result["parallel"], result["single"], atol=ATOL, rtol=0)
+    assert result["single"][-1] < result["single"][0]  # it trains
 
 
 def test_ring_schedule():

@@ -16,8 +16,9 @@ Plus the measuring tools the chapter's experiments use: :func:`materialised_atte
 :func:`compiled_memory` (XLA's compiled memory analysis, nothing allocated) and
 :func:`associative_recall`.
 
-``python -m attention_course.efficient ring`` runs the multi-device checks in a fresh process (the
-chapter's notebook calls it with 8 host devices when the backend it runs on has fewer).
+``python -m attention_course.efficient checks`` runs the multi-device checks (:func:`ring_check`,
+:func:`data_parallel_check`) in a fresh process and prints them as JSON; :func:`run_in_subprocess`
+starts it with 8 host CPU devices, for a backend that has fewer.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ __all__ = [
     "compiled_memory",
     "associative_recall",
     "run_in_subprocess",
+    "ring_check",
+    "data_parallel_check",
 ]
 
 
@@ -704,11 +707,63 @@ def ring_check(seed: int = 0, batch: int = 2, length: int = 64, d: int = 16) -> 
     }
 
 
+def data_parallel_check(steps: int = 5, batch_size: int = 32, seed: int = 0) -> dict[str, Any]:
+    """Train chapter 06's Transformer for ``steps`` steps twice: the batch on one device, and the
+    batch sharded over every device there is (``NamedSharding``, parameters replicated; ``jax.jit``
+    partitions the step). Same data, same initialisation: returns both lists of losses.
+
+    The sharded step is the usual data parallelism: each device computes the loss and gradient of
+    its part of the batch, and the compiler inserts the all-reduce that sums the gradients.
+    """
+    import optax
+    from flax import nnx
+
+    from attention_course import tasks, train
+
+    task = tasks.get_task("reverse")
+    pairs = tasks.generate(task, steps * batch_size, seed=seed, min_length=4, max_length=12)
+    batches = [tasks.make_batch(pairs[i * batch_size:(i + 1) * batch_size], task, source_width=13,
+                                target_width=13) for i in range(steps)]
+    model = self_attention.Transformer(len(task.source_vocab), len(task.target_vocab), d_model=32,
+                                       num_heads=4, d_ff=64, layers=1, max_length=16, rngs=nnx.Rngs(seed))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.adam(3e-3)
+
+    def loss_fn(params, batch):
+        logits, _ = nnx.merge(graphdef, params, rest)(batch.source, batch.source_lengths, batch.target_in)
+        return train.sequence_cross_entropy(logits, batch.target_out, batch.target_mask)
+
+    @jax.jit
+    def step(params, opt_state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    def run(put_batch, put_state):
+        p, o = put_state(params), put_state(tx.init(params))
+        losses = []
+        for batch in batches:
+            p, o, loss = step(p, o, put_batch(batch))
+            losses.append(float(loss))
+        return losses
+
+    devices = jax.devices()
+    mesh = Mesh(np.array(devices), ("data",))
+    one = devices[0]
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    single = run(lambda b: jax.device_put(b, one), lambda t: jax.device_put(t, one))
+    parallel = run(lambda b: jax.device_put(b, sharded), lambda t: jax.device_put(t, replicated))
+    return {"n_devices": len(devices), "single": single, "parallel": parallel,
+            "max_abs_diff": float(np.max(np.abs(np.array(single) - np.array(parallel))))}
+
+
 def _main(argv: list[str]) -> None:
-    if not argv or argv[0] not in ("ring",):
-        raise SystemExit("usage: python -m attention_course.efficient ring")
-    if argv[0] == "ring":
-        print(json.dumps(ring_check()))
+    commands = {"ring": ring_check, "data_parallel": data_parallel_check,
+                "checks": lambda: {"ring": ring_check(), "data_parallel": data_parallel_check()}}
+    if not argv or argv[0] not in commands:
+        raise SystemExit(f"usage: python -m attention_course.efficient {{{','.join(commands)}}}")
+    print(json.dumps(commands[argv[0]]()))
 
 
 if __name__ == "__main__":
