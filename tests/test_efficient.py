@@ -294,3 +294,24 @@ def test_shapes_in_the_message():
     q, k, v = _qkv(16, (2,), 6, 7, 4)
     with pytest.raises(ValueError, match=r"\(2, 7, 3\)"):
         efficient.blockwise_attention(q, k[..., :3], v, block_size=2)
+
+
+# ------------------------------------------------------------------ the chapter's figures
+
+def test_chapter_07_figures_fit_the_column():
+    from attention_course import plots
+
+    figs = [
+        plots.scaling_panels({"MiB": {"a": ([1024, 2048], [1.0, 2.0]), "b": ([1024, 2048], [1.0, 4.0])}},
+                             dashed={"b": [2048]}),
+        plots.recall_curves({"softmax": ([4, 8], [1.0, 1.0])}, d=4),
+        plots.ring_steps(efficient.ring_schedule(8)),
+    ]
+    for fig in figs:
+        assert fig.get_size_inches()[0] <= plots.BOOK_WIDTH
+    with pytest.raises(ValueError, match="schedule"):
+        plots.ring_steps(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="panels"):
+        plots.scaling_panels({})
+    with pytest.raises(ValueError, match="d:"):
+        plots.recall_curves({}, d=0)

@@ -49,6 +49,9 @@ __all__ = [
     "lattice_moves",
     "metric_by_length",
     "metric_panels",
+    "recall_curves",
+    "ring_steps",
+    "scaling_panels",
     "training_curves",
     "use_book_style",
     "weights_grid",
@@ -849,4 +852,138 @@ def window_heatmaps(
         bar = fig.colorbar(image, ax=ax, shrink=0.6, pad=0.02)
         bar.ax.tick_params(labelsize=9)
         bar.set_label("attention weight", fontsize=9)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 07: attention at scale
+# --------------------------------------------------------------------------------------------
+
+
+def _check_curves(curves: Any, argument: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if not isinstance(curves, Mapping):
+        raise ValueError(f"{argument}: expected a mapping name -> (x, y), got {type(curves).__name__}")
+    out = {}
+    for name, curve in curves.items():
+        try:
+            x, y = (np.asarray(a, dtype=float) for a in curve)
+        except (TypeError, ValueError):
+            raise ValueError(f"{argument}[{name!r}]: expected (x, y), got {type(curve).__name__}") from None
+        if x.ndim != 1 or x.shape != y.shape:
+            raise ValueError(f"{argument}[{name!r}]: expected x and y of the same 1-D shape, got {x.shape} "
+                             f"and {y.shape}")
+        out[str(name)] = (x, y)
+    return out
+
+
+def scaling_panels(
+    panels: Mapping[str, Mapping[str, Any]],
+    *,
+    xlabel: str = "sequence length n",
+    dashed: Mapping[str, Any] | None = None,
+) -> Figure:
+    """Cost against size on log–log axes: one panel per quantity, stacked, one line per method.
+
+    Args:
+      panels: ``panel title (its y label) -> {method -> (x, y)}``; non-finite or non-positive
+        values are left out of a line.
+      xlabel: label of the shared x axis (base-2 ticks).
+      dashed: ``method -> x values``: the points of a method drawn hollow and joined by a dashed
+        line (e.g. memory known from the compiled analysis where the method was not run).
+
+    Returns:
+      The figure, :data:`BOOK_WIDTH` wide, one row per panel; the same colour and marker for a
+      method in every panel.
+    """
+    if not isinstance(panels, Mapping) or not panels:
+        raise ValueError(f"panels: expected a non-empty mapping title -> curves, got {panels!r}")
+    checked = {title: _check_curves(curves, f"panels[{title!r}]") for title, curves in panels.items()}
+    dashed = {k: set(np.asarray(v, dtype=float).tolist()) for k, v in (dashed or {}).items()}
+    methods = list(dict.fromkeys(name for curves in checked.values() for name in curves))
+    colors = {name: f"C{i}" for i, name in enumerate(methods)}
+    markers = {name: "osD^vP*X"[i % 8] for i, name in enumerate(methods)}
+    fig, axes = _new_figure((min(BOOK_WIDTH, 6.0), 2.9 * len(checked)), nrows=len(checked), sharex=True,
+                            squeeze=False)
+    for ax, (title, curves) in zip(axes[:, 0], checked.items()):
+        for name, (x, y) in curves.items():
+            ok = np.isfinite(y) & (y > 0)
+            hollow = np.array([v in dashed.get(name, ()) for v in x]) & ok
+            solid = ok & ~hollow
+            ax.plot(x[solid], y[solid], marker=markers[name], color=colors[name], linewidth=1.6, markersize=5,
+                    label=name)
+            if hollow.any():
+                # join the last solid point to the hollow ones with a dashed line
+                last = np.flatnonzero(solid)
+                idx = np.concatenate([last[-1:], np.flatnonzero(hollow)]) if last.size else np.flatnonzero(hollow)
+                ax.plot(x[idx], y[idx], linestyle="--", color=colors[name], linewidth=1.2)
+                ax.plot(x[hollow], y[hollow], marker=markers[name], color=colors[name], linestyle="none",
+                        markersize=5, markerfacecolor="white")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_ylabel(title)
+        ax.grid(True, which="major", alpha=0.35)
+        ax.legend(frameon=False, fontsize=9)
+    axes[-1, 0].set_xlabel(xlabel)
+    return fig
+
+
+def recall_curves(curves: Mapping[str, Any], *, d: int, xlabel: str = "stored pairs N") -> Figure:
+    """Recall against the number of stored key–value pairs, one line per memory; a dotted line at ``N = d``.
+
+    Args:
+      curves: ``name -> (N values, recall in [0, 1])``.
+      d: the key dimension, marked on the x axis.
+    """
+    checked = _check_curves(curves, "curves")
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+        raise ValueError(f"d: expected a positive int, got {d!r}")
+    fig, ax = _new_figure((min(BOOK_WIDTH, 6.0), 3.6))
+    for i, (name, (x, y)) in enumerate(checked.items()):
+        ax.plot(x, y, marker="osD^vP*X"[i % 8], markersize=5, linewidth=1.6, label=name)
+    ax.axvline(d, color="0.5", linestyle=":", linewidth=1)
+    ax.text(d, 1.02, f" N = d = {d}", fontsize=9, color="0.35", va="bottom")
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("recall")
+    ax.grid(True, alpha=0.35)
+    ax.legend(frameon=False, fontsize=9, loc="lower left")
+    return fig
+
+
+def ring_steps(schedule: Any) -> Figure:
+    """What each device holds at each step of ring attention.
+
+    Args:
+      schedule: ``[steps, devices]`` ints, the key/value block that a device holds at a step
+        (:func:`attention_course.efficient.ring_schedule`). Device ``i`` always keeps query block
+        ``i``.
+
+    Returns:
+      A grid, one row per step and one column per device; each cell names the blocks ``Q_i`` and
+      ``K/V_j`` it combines, coloured by ``j``; the arrows under the grid show where the key/value
+      blocks go after each step.
+    """
+    s = np.asarray(schedule)
+    if s.ndim != 2 or s.shape[0] != s.shape[1] or s.size == 0:
+        raise ValueError(f"schedule: expected a square [steps, devices] array, got shape {s.shape}")
+    P = s.shape[1]
+    width = min(BOOK_WIDTH, 0.75 * P + 1.2)
+    fig, ax = _new_figure((width, 0.5 * P + 1.3))
+    cmap = plt.get_cmap("tab10" if P <= 10 else "viridis")
+    for step in range(P):
+        for dev in range(P):
+            j = int(s[step, dev])
+            ax.add_patch(Rectangle((dev, step), 1, 1, facecolor=cmap(j % 10 if P <= 10 else j / P), alpha=0.35,
+                                   edgecolor="white", linewidth=1.5))
+            ax.text(dev + 0.5, step + 0.5, f"Q{dev}\nKV{j}", ha="center", va="center", fontsize=8, linespacing=0.95)
+    ax.set_xlim(0, P)
+    ax.set_ylim(P, 0)
+    ax.set_xticks(np.arange(P) + 0.5, [str(i) for i in range(P)])
+    ax.set_yticks(np.arange(P) + 0.5, [str(i + 1) for i in range(P)])
+    ax.set_xlabel("device (keeps its query block Q)   →   sends its K/V block to the next")
+    ax.set_ylabel("step")
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     return fig
