@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from attention_course import self_attention
+from attention_course import pooling, self_attention
 
 # shard_map: jax.shard_map in new JAX, jax.experimental.shard_map.shard_map before it.
 try:
@@ -120,19 +120,21 @@ def _check_self(q, k, v) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def online_softmax_update(m: jax.Array, l: jax.Array, acc: jax.Array, scores: jax.Array,
-                          v_block: jax.Array, mask: jax.Array | None = None):
+def online_softmax_update(m: jax.Array, l: jax.Array, acc: jax.Array,
+                          scores: jax.Array, v_block: jax.Array,
+                          mask: jax.Array | None = None):
     """One block of the online softmax (Milakov & Gimelshein 2018).
 
-    With the running max ``m``, the running sum ``l`` and the running numerator ``acc`` of the keys
-    seen so far, and the scores ``s_j`` of a new block of keys::
+    With the running max ``m``, sum ``l`` and numerator ``acc`` of the
+    keys seen so far, and the scores ``s_j`` of a new block of keys::
 
         m'   = max(m, max_j s_j)
-        l'   = exp(m - m') l + sum_j exp(s_j - m')
+        l'   = exp(m - m') l   + sum_j exp(s_j - m')
         acc' = exp(m - m') acc + sum_j exp(s_j - m') v_j
 
-    so that after the last block ``acc / l`` is softmax attention over all keys. Masked scores
-    count as ``-inf``; a row with no allowed key so far keeps ``m = -inf``, ``l = 0``, ``acc = 0``.
+    so that after the last block ``acc / l`` is softmax attention over all
+    keys. Masked scores count as ``-inf``; a row with no allowed key so far
+    keeps ``m = -inf``, ``l = 0``, ``acc = 0``.
 
     Args:
       m: running max ``[..., T]`` (start at ``-inf``).
@@ -140,25 +142,29 @@ def online_softmax_update(m: jax.Array, l: jax.Array, acc: jax.Array, scores: ja
       acc: running numerator ``[..., T, d_v]`` (start at 0).
       scores: this block's scores ``[..., T, B]``.
       v_block: this block's values ``[..., B, d_v]``.
-      mask: bool ``[..., T, B]`` (broadcastable) or None; True = may attend.
+      mask: bool, broadcastable to ``[..., T, B]``, or None.
 
     Returns:
-      ``(m', l', acc')`` with the shapes of ``(m, l, acc)``.
+      ``(m', l', acc')``, shaped like ``(m, l, acc)``.
     """
     if mask is not None:
         scores = jnp.where(mask, scores, -jnp.inf)
-    # The max only keeps exp() in range, the result does not depend on it: no gradient through it.
-    m_new = jax.lax.stop_gradient(jnp.maximum(m, jnp.max(scores, axis=-1)))  # [..., T]
-    m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # a row with nothing allowed yet
+    # The max only keeps exp() in range; the result does not depend on
+    # it, so no gradient flows through it.
+    m_new = jax.lax.stop_gradient(
+        jnp.maximum(m, jnp.max(scores, axis=-1)))  # [..., T]
+    # A row with nothing allowed yet: subtract 0 instead of -inf.
+    m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
     p = jnp.exp(scores - m_safe[..., None])  # [..., T, B]; exp(-inf) = 0
     correction = jnp.exp(m - m_safe)  # [..., T]; 0 while m = -inf
     l_new = correction * l + jnp.sum(p, axis=-1)
-    acc_new = correction[..., None] * acc + jnp.einsum("...tb,...bd->...td", p, v_block)
+    acc_new = (correction[..., None] * acc
+               + jnp.einsum("...tb,...bd->...td", p, v_block))
     return m_new, l_new, acc_new
 
 
 def _key_blocks(x: jax.Array, block_size: int, fill) -> jax.Array:
-    """``[..., S, d]`` -> ``[n_blocks, ..., block_size, d]``, padded at the end with ``fill``."""
+    """``[..., S, d]`` -> ``[n, ..., B, d]``, the last block padded."""
     S = x.shape[-2]
     n_blocks = -(-S // block_size)
     pad = n_blocks * block_size - S
@@ -168,46 +174,55 @@ def _key_blocks(x: jax.Array, block_size: int, fill) -> jax.Array:
     return jnp.moveaxis(x, -3, 0)
 
 
-def _block_mask(mask: jax.Array, causal: bool, T: int, S: int, block_size: int):
-    """Per-block masks: returns a function of the block index -> bool ``[..., T or 1, B]``.
+def _block_mask(mask: jax.Array, causal: bool, T: int, S: int,
+                block_size: int):
+    """The mask cut into key blocks, and the function that finishes one.
 
-    ``mask`` is ``[..., T or 1, S]`` (leading axes already broadcast, unpadded). Keys past ``S``
-    (the padding of the last block) are never allowed.
+    ``mask`` is ``[..., T or 1, S]`` (leading axes broadcast). Returns
+    ``blocks`` ``[n, ..., T or 1, B]`` and ``block(j, blocks[j])``, which
+    also forbids the padding past ``S`` and, if ``causal``, keys after
+    the query.
     """
-    blocks = _key_blocks(jnp.swapaxes(mask, -1, -2), block_size, False)  # [n, ..., B, T or 1]
+    blocks = _key_blocks(jnp.swapaxes(mask, -1, -2), block_size, False)
     blocks = jnp.swapaxes(blocks, -1, -2)  # [n, ..., T or 1, B]
 
     def block(j, mask_block):
         key_pos = j * block_size + jnp.arange(block_size)  # [B]
         allowed = mask_block & (key_pos < S)
-        if causal:
-            allowed = allowed & (jnp.arange(T)[:, None] >= key_pos[None, :])  # [T, B]
+        if causal:  # [T, B]: query t sees key s <= t
+            allowed = allowed & (jnp.arange(T)[:, None] >= key_pos)
         return allowed
 
     return blocks, block
 
 
 def _blockwise_forward(q, k, v, mask, causal: bool, block_size: int):
-    """Forward pass: output ``[..., T, d_v]`` and log-sum-exp ``[..., T]`` (``-inf`` for empty rows)."""
+    """Output ``[..., T, d_v]`` and log-sum-exp ``[..., T]`` (``-inf``
+    for a row with no allowed key), one key block per scan step."""
     T, S, d_k = q.shape[-2], k.shape[-2], q.shape[-1]
     q = q / math.sqrt(d_k)
     k_blocks = _key_blocks(k, block_size, 0.0)  # [n, ..., B, d_k]
     v_blocks = _key_blocks(v, block_size, 0.0)  # [n, ..., B, d_v]
     mask_blocks, block_mask = _block_mask(mask, causal, T, S, block_size)
     lead = q.shape[:-2]
-    init = (jnp.full((*lead, T), -jnp.inf, q.dtype), jnp.zeros((*lead, T), q.dtype),
-            jnp.zeros((*lead, T, v.shape[-1]), q.dtype))
+    init = (jnp.full((*lead, T), -jnp.inf, q.dtype),  # m
+            jnp.zeros((*lead, T), q.dtype),  # l
+            jnp.zeros((*lead, T, v.shape[-1]), q.dtype))  # acc
 
     def step(carry, xs):
         j, k_b, v_b, mask_b = xs
         scores = jnp.einsum("...td,...bd->...tb", q, k_b)  # [..., T, B]
-        return online_softmax_update(*carry, scores, v_b, block_mask(j, mask_b)), None
+        carry = online_softmax_update(*carry, scores, v_b,
+                                      block_mask(j, mask_b))
+        return carry, None
 
-    (m, l, acc), _ = jax.lax.scan(step, init, (jnp.arange(k_blocks.shape[0]), k_blocks, v_blocks,
-                                               mask_blocks))
-    nonempty = l > 0
-    out = jnp.where(nonempty[..., None], acc / jnp.where(nonempty, l, 1.0)[..., None], 0.0)
-    lse = jnp.where(nonempty, m + jnp.log(jnp.where(nonempty, l, 1.0)), -jnp.inf)
+    index = jnp.arange(k_blocks.shape[0])
+    (m, l, acc), _ = jax.lax.scan(
+        step, init, (index, k_blocks, v_blocks, mask_blocks))
+    some = l > 0
+    l_safe = jnp.where(some, l, 1.0)
+    out = jnp.where(some[..., None], acc / l_safe[..., None], 0.0)
+    lse = jnp.where(some, m + jnp.log(l_safe), -jnp.inf)
     return out, lse
 
 
@@ -222,11 +237,13 @@ def _blockwise_fwd(q, k, v, mask, causal, block_size):
 
 
 def _blockwise_bwd(causal, block_size, residuals, d_out):
-    """FlashAttention's backward pass: recompute each block's weights from the saved log-sum-exp.
+    """FlashAttention's backward pass: recompute each block's weights.
 
-    With ``P = exp(q k^T / sqrt(d_k) - lse)`` of one block and ``D_t = sum_d dO_td O_td``::
+    With ``P = exp(Q K^T / sqrt(d_k) - lse)`` for one block of keys and
+    ``D_t = sum_e dO_te O_te``::
 
-        dV = P^T dO,   dP = dO V^T,   dS = P * (dP - D),   dQ += dS K / sqrt(d_k),   dK = dS^T Q / sqrt(d_k)
+        dV = P^T dO,    dP = dO V^T,    dS = P * (dP - D),
+        dQ += dS K / sqrt(d_k),         dK = dS^T Q / sqrt(d_k)
     """
     q, k, v, mask, out, lse = residuals
     T, S, d_k = q.shape[-2], k.shape[-2], q.shape[-1]
@@ -235,13 +252,14 @@ def _blockwise_bwd(causal, block_size, residuals, d_out):
     v_blocks = _key_blocks(v, block_size, 0.0)
     mask_blocks, block_mask = _block_mask(mask, causal, T, S, block_size)
     D = jnp.sum(d_out * out, axis=-1)  # [..., T]
-    lse_safe = jnp.where(jnp.isfinite(lse), lse, 0.0)
+    some = jnp.isfinite(lse)[..., None]  # rows with an allowed key
+    lse = jnp.where(jnp.isfinite(lse), lse, 0.0)
 
     def step(dq, xs):
         j, k_b, v_b, mask_b = xs
-        scores = jnp.einsum("...td,...bd->...tb", q, k_b) * scale  # [..., T, B]
-        allowed = block_mask(j, mask_b) & jnp.isfinite(lse)[..., None]
-        p = jnp.where(allowed, jnp.exp(scores - lse_safe[..., None]), 0.0)  # [..., T, B]
+        scores = jnp.einsum("...td,...bd->...tb", q, k_b) * scale
+        p = jnp.exp(scores - lse[..., None])  # [..., T, B]
+        p = jnp.where(block_mask(j, mask_b) & some, p, 0.0)
         dv_b = jnp.einsum("...tb,...td->...bd", p, d_out)
         dp = jnp.einsum("...td,...bd->...tb", d_out, v_b)
         ds = p * (dp - D[..., None])
@@ -249,41 +267,47 @@ def _blockwise_bwd(causal, block_size, residuals, d_out):
         dk_b = jnp.einsum("...tb,...td->...bd", ds, q) * scale
         return dq, (dk_b, dv_b)
 
-    dq, (dk_blocks, dv_blocks) = jax.lax.scan(
-        step, jnp.zeros_like(q), (jnp.arange(k_blocks.shape[0]), k_blocks, v_blocks, mask_blocks))
+    index = jnp.arange(k_blocks.shape[0])
+    dq, (dk, dv) = jax.lax.scan(
+        step, jnp.zeros_like(q), (index, k_blocks, v_blocks, mask_blocks))
 
     def unblock(x):  # [n, ..., B, d] -> [..., S, d]
         x = jnp.moveaxis(x, 0, -3)
         return x.reshape(*x.shape[:-3], -1, x.shape[-1])[..., :S, :]
 
-    return dq, unblock(dk_blocks), unblock(dv_blocks), None
+    return dq, unblock(dk), unblock(dv), None
 
 
 _blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)
 
 
-def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None, *,
-                        block_size: int, causal: bool = False) -> jax.Array:
-    """Exact softmax attention, ``softmax(q k^T / sqrt(d_k)) v``, one block of keys at a time.
+def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                        mask: jax.Array | None = None, *, block_size: int,
+                        causal: bool = False) -> jax.Array:
+    """Exact ``softmax(q k^T / sqrt(d_k)) v``, one block of keys at a time.
 
-    The keys and values are cut into blocks of ``block_size`` (the last block padded), and a
-    ``lax.scan`` folds them in with :func:`online_softmax_update` (Rabe & Staats 2021; Dao et al.
-    2022). The ``[T, S]`` matrix of scores is never built: the forward pass holds ``[..., T, B]``
-    at a time, and the gradient (a custom VJP) recomputes each block's weights from the saved
-    log-sum-exp instead of storing them, so memory is linear in ``S`` both ways.
+    The keys and values are cut into blocks of ``block_size`` (the last
+    one padded) and a ``lax.scan`` folds them in with
+    :func:`online_softmax_update` (Rabe & Staats 2021; Dao et al. 2022).
+    The ``[T, S]`` scores are never built: the forward pass holds
+    ``[..., T, B]`` at a time, and the gradient (a custom VJP) recomputes
+    each block's weights from the saved log-sum-exp instead of storing
+    them, so memory is linear in ``S`` both ways.
 
     Args:
       q: queries ``[..., T, d_k]``.
       k: keys ``[..., S, d_k]``.
       v: values ``[..., S, d_v]``.
-      mask: bool, broadcastable to ``[..., T, S]``; True = query t may attend to key s. A padding
-        mask ``[..., 1, S]`` stays that size.
-      block_size: keys per block, any positive int (it need not divide ``S``).
-      causal: also forbid keys after the query (``s > t``), computed per block, no ``[T, S]`` mask.
+      mask: bool, broadcastable to ``[..., T, S]``; True = query t may
+        attend to key s. A padding mask ``[..., 1, S]`` stays that size.
+      block_size: keys per block, any positive int (need not divide S).
+      causal: also forbid keys after the query (s > t), block by block,
+        with no ``[T, S]`` mask.
 
     Returns:
-      ``[..., T, d_v]``, equal to chapter 06's ``scaled_dot_product_attention`` (a query with no
-      allowed key gets a zero output, never NaN).
+      ``[..., T, d_v]``, equal to chapter 06's
+      ``scaled_dot_product_attention``; a query with no allowed key gets
+      zeros, never NaN.
     """
     lead = _check_qkv(q, k, v)
     T, S = _shape(q)[-2], _shape(k)[-2]
@@ -294,12 +318,11 @@ def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
     dtype = jnp.result_type(q, k, v)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.float32
-    q = jnp.broadcast_to(jnp.asarray(q, dtype), (*lead, *_shape(q)[-2:]))
-    k = jnp.broadcast_to(jnp.asarray(k, dtype), (*lead, *_shape(k)[-2:]))
-    v = jnp.broadcast_to(jnp.asarray(v, dtype), (*lead, *_shape(v)[-2:]))
+    q, k, v = (jnp.broadcast_to(jnp.asarray(x, dtype),
+                                (*lead, *_shape(x)[-2:])) for x in (q, k, v))
     if mask is None:
         mask = jnp.ones((*lead, 1, S), bool)
-    else:
+    else:  # keep a padding mask's T axis of 1
         mask = jnp.asarray(mask)
         mask = mask.reshape((1,) * (len(lead) + 2 - mask.ndim) + mask.shape)
         mask = jnp.broadcast_to(mask, (*lead, mask.shape[-2], S))
@@ -325,22 +348,28 @@ def elu_plus_one(x: jax.Array) -> jax.Array:
     return jax.nn.elu(x) + 1.0
 
 
-def linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool,
-                     feature_map: Callable[[jax.Array], jax.Array] = elu_plus_one,
+def linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
+                     causal: bool,
+                     feature_map: Callable = elu_plus_one,
                      eps: float = 1e-6) -> jax.Array:
-    """Linear attention, the parallel form: softmax's ``exp(q.k)`` replaced by ``phi(q).phi(k)``::
+    """Linear attention, the parallel form (Katharopoulos et al. 2020).
 
-        out_t = phi(q_t)^T sum_s phi(k_s) v_s^T / (phi(q_t)^T sum_s phi(k_s) + eps)
+    softmax's ``exp(q . k)`` becomes ``phi(q) . phi(k)``::
 
-    over all ``s`` (``causal=False``, computed as ``phi(Q) (phi(K)^T V)`` in time linear in ``T``)
-    or over ``s <= t`` (``causal=True``, computed here as the masked ``[T, T]`` product, the form
-    that trains in parallel; :func:`linear_attention_recurrent` gives the same numbers one step
-    at a time).
+        out_t = phi(q_t)^T sum_s phi(k_s) v_s^T
+                / (phi(q_t)^T sum_s phi(k_s) + eps)
+
+    over every ``s`` (``causal=False``: ``phi(Q) (phi(K)^T V)``, linear
+    in ``T``) or over ``s <= t`` (``causal=True``: here the masked
+    ``[T, T]`` product, the form that trains in parallel;
+    :func:`linear_attention_recurrent` gives the same numbers step by
+    step).
 
     Args:
-      q: ``[..., T, d_k]``; k: ``[..., S, d_k]``; v: ``[..., S, d_v]`` (``S = T`` when causal).
-      causal: whether query t sees only keys s <= t.
-      feature_map: ``phi``, elementwise, positive.
+      q: ``[..., T, d_k]``; k: ``[..., S, d_k]``; v: ``[..., S, d_v]``
+        (``S = T`` when causal).
+      causal: whether query t sees only the keys s <= t.
+      feature_map: ``phi``, elementwise and positive.
       eps: added to the denominator.
 
     Returns:
@@ -352,13 +381,15 @@ def linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool,
     if causal:
         _check_self(q, k, v)
     if not callable(feature_map):
-        raise ValueError(f"feature_map: expected a function, got {feature_map!r}")
-    phi_q, phi_k = feature_map(q), feature_map(k)  # [..., T, d_k], [..., S, d_k]
+        raise ValueError(
+            f"feature_map: expected a function, got {feature_map!r}")
+    phi_q, phi_k = feature_map(q), feature_map(k)  # [..., T|S, d_k]
     if causal:
         T = _shape(q)[-2]
         a = jnp.einsum("...td,...sd->...ts", phi_q, phi_k)  # [..., T, T]
         a = jnp.where(jnp.tril(jnp.ones((T, T), bool)), a, 0.0)
-        return jnp.einsum("...ts,...sd->...td", a, v) / (jnp.sum(a, axis=-1, keepdims=True) + eps)
+        num = jnp.einsum("...ts,...se->...te", a, v)
+        return num / (jnp.sum(a, axis=-1, keepdims=True) + eps)
     state = jnp.einsum("...sd,...se->...de", phi_k, v)  # [..., d_k, d_v]
     z = jnp.sum(phi_k, axis=-2)  # [..., d_k]
     num = jnp.einsum("...td,...de->...te", phi_q, state)
@@ -366,11 +397,13 @@ def linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool,
     return num / (den + eps)
 
 
-def linear_attention_step(state: jax.Array, z: jax.Array, q_t: jax.Array, k_t: jax.Array, v_t: jax.Array, *,
-                          feature_map: Callable[[jax.Array], jax.Array] = elu_plus_one, eps: float = 1e-6):
+def linear_attention_step(state: jax.Array, z: jax.Array, q_t: jax.Array,
+                          k_t: jax.Array, v_t: jax.Array, *,
+                          feature_map: Callable = elu_plus_one,
+                          eps: float = 1e-6):
     """One step of linear attention as an RNN::
 
-        S_t = S_{t-1} + phi(k_t) v_t^T,   z_t = z_{t-1} + phi(k_t),
+        S_t = S_{t-1} + phi(k_t) v_t^T,     z_t = z_{t-1} + phi(k_t),
         out_t = phi(q_t)^T S_t / (phi(q_t)^T z_t + eps)
 
     Args:
@@ -378,45 +411,52 @@ def linear_attention_step(state: jax.Array, z: jax.Array, q_t: jax.Array, k_t: j
       q_t, k_t: ``[..., d_k]``; v_t: ``[..., d_v]``.
 
     Returns:
-      ``(S_t, z_t, out_t)``, ``out_t`` of shape ``[..., d_v]``.
+      ``(S_t, z_t, out_t)``, with ``out_t`` ``[..., d_v]``.
     """
     phi_q, phi_k = feature_map(q_t), feature_map(k_t)
     state = state + phi_k[..., :, None] * v_t[..., None, :]
     z = z + phi_k
-    out = jnp.einsum("...d,...de->...e", phi_q, state) / (jnp.einsum("...d,...d->...", phi_q, z)[..., None] + eps)
-    return state, z, out
+    num = jnp.einsum("...d,...de->...e", phi_q, state)
+    den = jnp.einsum("...d,...d->...", phi_q, z)[..., None]
+    return state, z, num / (den + eps)
 
 
-def linear_attention_recurrent(q: jax.Array, k: jax.Array, v: jax.Array, *,
-                               feature_map: Callable[[jax.Array], jax.Array] = elu_plus_one,
-                               eps: float = 1e-6, return_state: bool = False):
-    """Causal linear attention as a recurrence: :func:`linear_attention_step` under ``lax.scan``.
+def linear_attention_recurrent(q: jax.Array, k: jax.Array, v: jax.Array,
+                               *, feature_map: Callable = elu_plus_one,
+                               eps: float = 1e-6,
+                               return_state: bool = False):
+    """Causal linear attention as a recurrence, one step per position.
 
-    The whole past is held in a fixed-size state ``S_t`` ``[..., d_k, d_v]`` (and ``z_t``
-    ``[..., d_k]``), whatever the length: chapter 01's one vector, grown into a matrix.
+    :func:`linear_attention_step` under ``lax.scan``: the whole past is
+    held in a state ``S_t`` ``[..., d_k, d_v]`` (and ``z_t`` ``[..., d_k]``)
+    of fixed size, whatever the length: chapter 01's one vector, grown
+    into a matrix.
 
     Args:
       q, k: ``[..., T, d_k]``; v: ``[..., T, d_v]``.
 
     Returns:
-      ``[..., T, d_v]``, equal to ``linear_attention(q, k, v, causal=True)``; with
-      ``return_state=True``, ``(out, (S_T, z_T))``.
+      ``[..., T, d_v]``, equal to ``linear_attention(q, k, v, causal=True)``;
+      with ``return_state=True``, ``(out, (S_T, z_T))``.
     """
     lead = _check_qkv(q, k, v)
     _check_self(q, k, v)
     if not callable(feature_map):
-        raise ValueError(f"feature_map: expected a function, got {feature_map!r}")
-    T, d_k, d_v = _shape(q)[-2], _shape(q)[-1], _shape(v)[-1]
+        raise ValueError(
+            f"feature_map: expected a function, got {feature_map!r}")
+    d_k, d_v = _shape(q)[-1], _shape(v)[-1]
     dtype = jnp.result_type(q, k, v)
-    q, k, v = (jnp.broadcast_to(x, (*lead, *_shape(x)[-2:])) for x in (q, k, v))
-    xs = tuple(jnp.moveaxis(x, -2, 0) for x in (q, k, v))  # time first
+    # time first: [T, ..., d]
+    xs = tuple(jnp.moveaxis(jnp.broadcast_to(x, (*lead, *_shape(x)[-2:])),
+                            -2, 0) for x in (q, k, v))
 
     def step(carry, x):
-        state, z = carry
-        state, z, out = linear_attention_step(state, z, *x, feature_map=feature_map, eps=eps)
+        state, z, out = linear_attention_step(
+            *carry, *x, feature_map=feature_map, eps=eps)
         return (state, z), out
 
-    init = (jnp.zeros((*lead, d_k, d_v), dtype), jnp.zeros((*lead, d_k), dtype))
+    init = (jnp.zeros((*lead, d_k, d_v), dtype),
+            jnp.zeros((*lead, d_k), dtype))
     final, outs = jax.lax.scan(step, init, xs)
     out = jnp.moveaxis(outs, 0, -2)
     return (out, final) if return_state else out
@@ -428,7 +468,8 @@ def linear_attention_recurrent(q: jax.Array, k: jax.Array, v: jax.Array, *,
 
 
 def sliding_window_mask(T: int, window: int) -> jax.Array:
-    """``[T, T]`` bool: query t may attend to key s when ``t - window < s <= t``."""
+    """``[T, T]`` bool: query t may attend to key s iff
+    ``t - window < s <= t``."""
     _check_positive_int("T", T)
     _check_positive_int("window", window)
     t = jnp.arange(T)[:, None]
@@ -436,20 +477,21 @@ def sliding_window_mask(T: int, window: int) -> jax.Array:
     return (s <= t) & (s > t - window)
 
 
-def sliding_window_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int,
+def sliding_window_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                             window: int,
                              mask: jax.Array | None = None) -> jax.Array:
-    """Local causal attention: query t attends only to the last ``window`` positions, ``t - window < s <= t``::
+    """Local causal attention over the last ``window`` positions::
 
-        out_t = sum_{s = t - window + 1}^{t} softmax_s(q_t . k_s / sqrt(d_k)) v_s
+        out_t = sum_{t - window < s <= t} softmax_s(q_t . k_s / sqrt(d_k)) v_s
 
-    Computed in blocks of ``window`` queries, each against its own block of keys and the block
-    before it, so memory is ``O(T * window)``, never ``[T, T]``.
+    In blocks of ``W = window`` queries, each against its own block of
+    keys and the block before it: memory ``O(T W)``, never ``[T, T]``.
 
     Args:
-      q, k: ``[..., T, d_k]``; v: ``[..., T, d_v]`` (self-attention: one length).
-      window: positive int, how many positions each query sees (itself included).
-      mask: bool broadcastable to ``[..., T, T]`` (e.g. a padding mask ``[..., 1, T]``), combined
-        with the window; True = may attend.
+      q, k: ``[..., T, d_k]``; v: ``[..., T, d_v]`` (self-attention).
+      window: how many positions each query sees, itself included.
+      mask: bool, broadcastable to ``[..., T, T]`` (e.g. a padding mask
+        ``[..., 1, T]``), combined with the window; True = may attend.
 
     Returns:
       ``[..., T, d_v]``; a query with no allowed key gets zeros.
@@ -460,41 +502,47 @@ def sliding_window_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: i
     T, d_k = _shape(q)[-2], _shape(q)[-1]
     _check_mask(mask, (*lead, T, T))
     W = int(min(window, T))
-    n = -(-T // W)
+    n = -(-T // W)  # blocks
     pad = n * W - T
-    q, k, v = (jnp.broadcast_to(x, (*lead, *_shape(x)[-2:])) for x in (q, k, v))
+    edge = [(0, 0)] * len(lead)
 
     def blocks(x):  # [..., T, d] -> [..., n, W, d]
-        x = jnp.pad(x, [(0, 0)] * len(lead) + [(0, pad), (0, 0)])
+        x = jnp.broadcast_to(x, (*lead, *_shape(x)[-2:]))
+        x = jnp.pad(x, edge + [(0, pad), (0, 0)])
         return x.reshape(*lead, n, W, x.shape[-1])
 
-    def with_previous(x):  # [..., n, W, d] -> [..., n, 2W, d]: the block before, then this one
-        prev = jnp.pad(x, [(0, 0)] * len(lead) + [(1, 0), (0, 0), (0, 0)])[..., :-1, :, :]
+    def with_previous(x):  # [..., n, W, d] -> [..., n, 2W, d]
+        prev = jnp.pad(x, edge + [(1, 0), (0, 0), (0, 0)])[..., :-1, :, :]
         return jnp.concatenate([prev, x], axis=-2)
 
     q_b = blocks(q)  # [..., n, W, d_k]
-    k_b, v_b = with_previous(blocks(k)), with_previous(blocks(v))  # [..., n, 2W, d]
-    q_pos = jnp.arange(n)[:, None] * W + jnp.arange(W)[None, :]  # [n, W]
-    k_pos = jnp.arange(n)[:, None] * W - W + jnp.arange(2 * W)[None, :]  # [n, 2W]
+    k_b = with_previous(blocks(k))  # [..., n, 2W, d_k]
+    v_b = with_previous(blocks(v))  # [..., n, 2W, d_v]
+    q_pos = jnp.arange(n)[:, None] * W + jnp.arange(W)  # [n, W]
+    k_pos = jnp.arange(n)[:, None] * W - W + jnp.arange(2 * W)  # [n, 2W]
     diff = q_pos[:, :, None] - k_pos[:, None, :]  # [n, W, 2W]
-    allowed = (diff >= 0) & (diff < window) & (k_pos[:, None, :] >= 0) & (k_pos[:, None, :] < T)
+    real = (k_pos >= 0) & (k_pos < T)  # [n, 2W]
+    allowed = (diff >= 0) & (diff < window) & real[:, None, :]
     if mask is not None:
-        mask = jnp.asarray(mask)
-        mask = mask.reshape((1,) * (len(lead) + 2 - mask.ndim) + mask.shape)
-        mask = jnp.broadcast_to(mask, (*lead, mask.shape[-2], T))
-        mask = jnp.pad(mask, [(0, 0)] * len(lead) + [(0, pad if mask.shape[-2] > 1 else 0), (W, pad)])
-        rows = q_pos if mask.shape[-2] > 1 else jnp.zeros_like(q_pos)  # [n, W]
-        cols = k_pos + W  # [n, 2W], shifted by the front padding
-        band = mask[..., rows[:, :, None], cols[:, None, :]]  # [..., n, W, 2W]
-        allowed = allowed & band
+        allowed = allowed & _band(mask, lead, T, W, n, pad, q_pos, k_pos)
     scores = jnp.einsum("...nwd,...nbd->...nwb", q_b, k_b) / math.sqrt(d_k)
-    scores = jnp.where(allowed, scores, -jnp.inf)
-    m = jnp.max(scores, axis=-1, keepdims=True)
-    p = jnp.exp(scores - jnp.where(jnp.isfinite(m), m, 0.0))
-    l = jnp.sum(p, axis=-1, keepdims=True)
-    weights = p / jnp.where(l > 0, l, 1.0)
+    weights = pooling.masked_softmax(
+        scores, jnp.broadcast_to(allowed, scores.shape))
     out = jnp.einsum("...nwb,...nbd->...nwd", weights, v_b)
     return out.reshape(*lead, n * W, -1)[..., :T, :]
+
+
+def _band(mask, lead, T, W, n, pad, q_pos, k_pos):
+    """The entries of ``mask`` ``[..., T or 1, T]`` at the blocks'
+    (query, key) positions: ``[..., n, W, 2W]``."""
+    mask = jnp.asarray(mask)
+    mask = mask.reshape((1,) * (len(lead) + 2 - mask.ndim) + mask.shape)
+    mask = jnp.broadcast_to(mask, (*lead, mask.shape[-2], T))
+    rows = mask.shape[-2] > 1
+    mask = jnp.pad(mask, [(0, 0)] * len(lead)
+                   + [(0, pad if rows else 0), (W, pad)])
+    r = q_pos if rows else jnp.zeros_like(q_pos)  # [n, W]
+    return mask[..., r[:, :, None], (k_pos + W)[:, None, :]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,10 +561,11 @@ def sequence_mesh(n_devices: int | None = None, axis: str = "seq") -> Mesh:
 
 
 def ring_schedule(n_devices: int) -> np.ndarray:
-    """``[step, device]`` -> the key/value block that device holds at that step of the ring.
+    """``[step, device]`` -> the key/value block the device holds then.
 
-    Device ``i`` starts with block ``i`` and passes its block to device ``i + 1`` after each step,
-    so at step ``j`` it holds block ``(i - j) mod P``.
+    Device ``i`` starts with block ``i`` and passes its block to device
+    ``i + 1`` after each step, so at step ``j`` it holds block
+    ``(i - j) mod P``.
     """
     _check_positive_int("n_devices", n_devices)
     steps = np.arange(n_devices)[:, None]
@@ -524,61 +573,71 @@ def ring_schedule(n_devices: int) -> np.ndarray:
     return (devices - steps) % n_devices
 
 
-def ring_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, mesh: Mesh, axis: str) -> jax.Array:
-    """Softmax attention with the sequence sharded over the devices of ``mesh`` along ``axis``.
+def ring_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
+                   mesh: Mesh, axis: str) -> jax.Array:
+    """Softmax attention with the sequence sharded over ``mesh[axis]``.
 
-    Each of the ``P`` devices holds ``T / P`` queries and ``S / P`` keys and values. For ``P``
-    steps a device folds the key/value block it holds into its queries' running softmax
-    (:func:`online_softmax_update`), then passes the block to the next device on the ring
-    (``lax.ppermute`` inside ``shard_map``); after ``P`` steps every query has seen every key::
+    Each of the ``P`` devices holds ``T / P`` queries and ``S / P`` keys
+    and values. For ``P`` steps a device folds the key/value block it
+    holds into its queries' running softmax
+    (:func:`online_softmax_update`), then passes the block on to the
+    next device of the ring (``lax.ppermute`` inside ``shard_map``).
+    After ``P`` steps every query has seen every key::
 
-        out = softmax(q k^T / sqrt(d_k)) v,   no device holding more than [T/P, S/P] scores.
+        out = softmax(q k^T / sqrt(d_k)) v,   at most [T/P, S/P] scores
+                                              on any device
 
     Args:
-      q: ``[..., T, d_k]``; k: ``[..., S, d_k]``; v: ``[..., S, d_v]`` (same leading axes);
-        ``T`` and ``S`` divisible by the size of ``axis``.
-      mesh: a ``jax.sharding.Mesh``; axis: the name of its axis to shard the sequence over.
+      q: ``[..., T, d_k]``; k: ``[..., S, d_k]``; v: ``[..., S, d_v]``,
+        with the same leading axes; ``T`` and ``S`` divisible by ``P``.
+      mesh: a ``jax.sharding.Mesh``; axis: the name of one of its axes.
 
     Returns:
-      ``[..., T, d_v]``, sharded like ``q``; equal to attention on one device.
+      ``[..., T, d_v]``, sharded like ``q``: attention on one device.
     """
-    _check_qkv(q, k, v)
-    if not (_shape(q)[:-2] == _shape(k)[:-2] == _shape(v)[:-2]):
-        raise ValueError(f"q, k, v: expected the same leading axes, got q {_shape(q)}, k {_shape(k)}, "
-                         f"v {_shape(v)}")
-    if not isinstance(mesh, Mesh):
-        raise ValueError(f"mesh: expected a jax.sharding.Mesh, got {type(mesh).__name__}")
-    if axis not in mesh.axis_names:
-        raise ValueError(f"axis: expected one of the mesh's axes {tuple(mesh.axis_names)}, got {axis!r}")
+    _check_ring(q, k, v, mesh, axis)
     P = mesh.shape[axis]
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if _shape(x)[-2] % P:
-            raise ValueError(f"{name}: expected a length divisible by the {P} devices on axis {axis!r}, "
-                             f"got {name} of shape {_shape(x)}")
     spec = PartitionSpec(*([None] * (len(_shape(q)) - 2)), axis, None)
-    d_k = _shape(q)[-1]
-    perm = [(i, (i + 1) % P) for i in range(P)]
+    scale = 1.0 / math.sqrt(_shape(q)[-1])
+    ring = [(i, (i + 1) % P) for i in range(P)]  # device i -> i + 1
 
     def local(q, k, v):  # this device's blocks [..., T/P, d]
-        q = q / math.sqrt(d_k)
-        lead, Tl = q.shape[:-2], q.shape[-2]
-
         def step(carry, _):
             m, l, acc, k, v = carry
-            scores = jnp.einsum("...td,...sd->...ts", q, k)
+            scores = jnp.einsum("...td,...sd->...ts", q, k) * scale
             m, l, acc = online_softmax_update(m, l, acc, scores, v)
-            k = jax.lax.ppermute(k, axis, perm)
-            v = jax.lax.ppermute(v, axis, perm)
+            k = jax.lax.ppermute(k, axis, ring)
+            v = jax.lax.ppermute(v, axis, ring)
             return (m, l, acc, k, v), None
 
-        # The starting state is computed from q, so that shard_map sees it vary across devices.
+        # Computed from q, so that shard_map sees it vary across devices.
         zero = q[..., 0] * 0.0  # [..., T/P]
-        init = (zero - jnp.inf, zero, zero[..., None] * v[..., :1, :] * 0.0, k, v)
+        init = (zero - jnp.inf, zero, zero[..., None] * v[..., :1, :], k, v)
         (m, l, acc, _, _), _ = jax.lax.scan(step, init, None, length=P)
         return acc / l[..., None]
 
-    sharded = _shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec)
-    return sharded(q, k, v)
+    return _shard_map(local, mesh=mesh, in_specs=(spec, spec, spec),
+                      out_specs=spec)(q, k, v)
+
+
+def _check_ring(q, k, v, mesh, axis) -> None:
+    _check_qkv(q, k, v)
+    if not (_shape(q)[:-2] == _shape(k)[:-2] == _shape(v)[:-2]):
+        raise ValueError(
+            f"q, k, v: expected the same leading axes, got q {_shape(q)}, "
+            f"k {_shape(k)}, v {_shape(v)}")
+    if not isinstance(mesh, Mesh):
+        raise ValueError(
+            f"mesh: expected a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if axis not in mesh.axis_names:
+        raise ValueError(f"axis: expected one of the mesh's axes "
+                         f"{tuple(mesh.axis_names)}, got {axis!r}")
+    P = mesh.shape[axis]
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if _shape(x)[-2] % P:
+            raise ValueError(
+                f"{name}: expected a length divisible by the {P} devices "
+                f"on axis {axis!r}, got {name} of shape {_shape(x)}")
 
 
 # --------------------------------------------------------------------------------------------
