@@ -60,6 +60,7 @@ __all__ = [
     "compiled_memory",
     "associative_recall",
     "run_in_subprocess",
+    "start_in_subprocess",
     "ring_check",
     "data_parallel_check",
 ]
@@ -671,7 +672,8 @@ def associative_recall(key: jax.Array, n_pairs: int, d: int, *, attention: str, 
                        n_trials: int = 8) -> float:
     """Store ``n_pairs`` key -> value pairs in attention, ask for each value back, return the recall.
 
-    Keys ``k_s`` and values ``v_s`` are random unit vectors in ``R^d``; the query for pair ``i`` is
+    Keys ``k_s`` and values ``v_s`` are random unit vectors in ``R^d`` (drawn by NumPy from a
+    generator seeded with ``key``'s data); the query for pair ``i`` is
     ``q = beta k_i`` with ``beta = sharpness * sqrt(d)``, so that softmax attention's scores
     ``q . k_s / sqrt(d) = sharpness * cos(k_i, k_s)``. The readouts::
 
@@ -689,13 +691,16 @@ def associative_recall(key: jax.Array, n_pairs: int, d: int, *, attention: str, 
     _check_positive_int("n_trials", n_trials)
     if attention not in ("softmax", "linear", "linear_identity"):
         raise ValueError(f"attention: expected 'softmax', 'linear' or 'linear_identity', got {attention!r}")
-    k_key, v_key = jax.random.split(key)
+    # The random vectors come from NumPy, seeded by the key: the compiled program stays small.
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    keys, values = (x / np.linalg.norm(x, axis=-1, keepdims=True)
+                    for x in rng.standard_normal((2, n_trials, n_pairs, d), dtype=np.float32))
+    return float(_recall(keys, values, attention, float(sharpness)))
 
-    def unit(x):
-        return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
-    keys = unit(jax.random.normal(k_key, (n_trials, n_pairs, d)))  # [n, N, d]
-    values = unit(jax.random.normal(v_key, (n_trials, n_pairs, d)))  # [n, N, d]
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _recall(keys, values, attention, sharpness):  # [n, N, d] each
+    n_pairs, d = keys.shape[-2:]
     queries = keys * (sharpness * math.sqrt(d))
     if attention == "softmax":
         out = materialised_attention(queries, keys, values)
@@ -706,7 +711,7 @@ def associative_recall(key: jax.Array, n_pairs: int, d: int, *, attention: str, 
         out = jnp.einsum("nqd,nde->nqe", queries, state)
     similarity = jnp.einsum("nqe,nse->nqs", out, values) / jnp.maximum(
         jnp.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
-    return float(jnp.mean(jnp.argmax(similarity, axis=-1) == jnp.arange(n_pairs)))
+    return jnp.mean(jnp.argmax(similarity, axis=-1) == jnp.arange(n_pairs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -714,20 +719,46 @@ def associative_recall(key: jax.Array, n_pairs: int, d: int, *, attention: str, 
 # --------------------------------------------------------------------------------------------
 
 
-def run_in_subprocess(command: str, n_devices: int = 8, *args: str, timeout: float = 600) -> dict:
-    """Run ``python -m attention_course.efficient <command>`` with ``n_devices`` host CPU devices.
+class _Subprocess:
+    """A running ``python -m attention_course.efficient <command>``; ``result()`` waits for it."""
+
+    def __init__(self, command: str, n_devices: int, timeout: float):
+        env = dict(os.environ)
+        flag = f"--xla_force_host_platform_device_count={n_devices}"
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flag).strip()
+        env["JAX_PLATFORMS"] = "cpu"
+        self.command, self.timeout = command, timeout
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "attention_course.efficient", command], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result(self) -> dict:
+        try:
+            out, err = self.process.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise RuntimeError(f"efficient {self.command}: no answer in {self.timeout} s") from None
+        if self.process.returncode != 0:
+            raise RuntimeError(f"efficient {self.command} failed:\n{err[-4000:]}")
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def start_in_subprocess(command: str, n_devices: int = 8, *, timeout: float = 600) -> _Subprocess:
+    """Start ``python -m attention_course.efficient <command>`` with ``n_devices`` host CPU devices.
 
     The device count is an XLA flag read when JAX starts, so it is set in a fresh process and
-    never leaks into the caller's. Returns the JSON the command prints on its last line.
+    never leaks into the caller's. Returns at once; ``.result()`` waits and returns the JSON the
+    command prints on its last line.
     """
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n_devices}").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    done = subprocess.run([sys.executable, "-m", "attention_course.efficient", command, *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"efficient {command} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    if command not in _COMMANDS:
+        raise ValueError(f"command: expected one of {sorted(_COMMANDS)}, got {command!r}")
+    _check_positive_int("n_devices", n_devices)
+    return _Subprocess(command, n_devices, timeout)
+
+
+def run_in_subprocess(command: str, n_devices: int = 8, *, timeout: float = 600) -> dict:
+    """:func:`start_in_subprocess`, then wait for its result."""
+    return start_in_subprocess(command, n_devices, timeout=timeout).result()
 
 
 def ring_check(seed: int = 0, batch: int = 2, length: int = 64, d: int = 16) -> dict[str, Any]:
@@ -817,12 +848,17 @@ def data_parallel_check(steps: int = 5, batch_size: int = 32, seed: int = 0) -> 
             "max_abs_diff": float(np.max(np.abs(np.array(single) - np.array(parallel))))}
 
 
+_COMMANDS = {
+    "ring": lambda: ring_check(),
+    "data_parallel": lambda: data_parallel_check(),
+    "checks": lambda: {"ring": ring_check(), "data_parallel": data_parallel_check()},
+}
+
+
 def _main(argv: list[str]) -> None:
-    commands = {"ring": ring_check, "data_parallel": data_parallel_check,
-                "checks": lambda: {"ring": ring_check(), "data_parallel": data_parallel_check()}}
-    if not argv or argv[0] not in commands:
-        raise SystemExit(f"usage: python -m attention_course.efficient {{{','.join(commands)}}}")
-    print(json.dumps(commands[argv[0]]()))
+    if not argv or argv[0] not in _COMMANDS:
+        raise SystemExit(f"usage: python -m attention_course.efficient {{{','.join(_COMMANDS)}}}")
+    print(json.dumps(_COMMANDS[argv[0]]()))
 
 
 if __name__ == "__main__":
