@@ -283,6 +283,8 @@ def test_value_errors_name_the_argument():
         ("axis", lambda: efficient.ring_attention(q, q, q, mesh=efficient.sequence_mesh(axis="seq"), axis="x")),
         ("n_devices", lambda: efficient.sequence_mesh(len(jax.devices()) + 1)),
         ("attention", lambda: efficient.associative_recall(jax.random.PRNGKey(0), 4, 4, attention="x")),
+        ("command", lambda: efficient.start_in_subprocess("nothing")),
+        ("n_devices", lambda: efficient.start_in_subprocess("ring", 0)),
     ]
     for name, call in cases:
         with pytest.raises(ValueError) as info:
