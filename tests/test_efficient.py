@@ -12,10 +12,18 @@ from attention_course import efficient, self_attention
 ATOL = 1e-5
 
 
+def _normal(seed, shape):
+    # NumPy's generator: jax.random would compile a program for every new shape
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def _bernoulli(seed, p, shape):
+    return jnp.asarray(np.random.default_rng(seed).random(shape) < p)
+
+
 def _qkv(seed, lead, T, S, d, d_v=None):
-    kq, kk, kv = jax.random.split(jax.random.PRNGKey(seed), 3)
-    return (jax.random.normal(kq, (*lead, T, d)), jax.random.normal(kk, (*lead, S, d)),
-            jax.random.normal(kv, (*lead, S, d if d_v is None else d_v)))
+    return (_normal([seed, 0], (*lead, T, d)), _normal([seed, 1], (*lead, S, d)),
+            _normal([seed, 2], (*lead, S, d if d_v is None else d_v)))
 
 
 def _heads(x):  # [B, N, T, H] -> jax.nn's [B, T, N, H]
@@ -30,7 +38,7 @@ def _reference(q, k, v, mask=None, is_causal=False, local_window_size=None):
 
 
 def _grads(fn, q, k, v, seed=7):
-    cot = jax.random.normal(jax.random.PRNGKey(seed), (*q.shape[:-1], v.shape[-1]))
+    cot = _normal(seed, (*q.shape[:-1], v.shape[-1]))
     return jax.jit(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v) * cot), argnums=(0, 1, 2)))(q, k, v)
 
 
@@ -75,7 +83,7 @@ def test_blockwise_causal_equals_jax_nn(block_size):
 
 def test_blockwise_fully_masked_rows_give_zeros_like_chapter_06():
     q, k, v = _qkv(3, (2,), 6, 9, 4, d_v=3)
-    mask = jax.random.bernoulli(jax.random.PRNGKey(4), 0.5, (2, 6, 9)).at[:, 2, :].set(False)
+    mask = _bernoulli(4, 0.5, (2, 6, 9)).at[:, 2, :].set(False)
     fn = lambda q, k, v: efficient.blockwise_attention(q, k, v, mask, block_size=4)
     ref = lambda q, k, v: self_attention.scaled_dot_product_attention(q, k, v, mask)[0]
     out = jax.jit(fn)(q, k, v)
@@ -93,14 +101,13 @@ def test_blockwise_broadcasts_leading_axes():
            jax.jit(efficient.materialised_attention)(q, k, v))
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(T=st.integers(1, 9), S=st.integers(1, 11), d=st.integers(1, 5), block_size=st.integers(1, 12),
        mask_kind=st.sampled_from(["none", "keys", "full"]), seed=st.integers(0, 2**16))
 def test_blockwise_property_equals_scaled_dot_product_attention(T, S, d, block_size, mask_kind, seed):
     q, k, v = _qkv(seed, (2,), T, S, d, d_v=3)
-    key = jax.random.PRNGKey(seed + 1)
-    mask = {"none": None, "keys": jax.random.bernoulli(key, 0.6, (2, 1, S)),
-            "full": jax.random.bernoulli(key, 0.6, (2, T, S))}[mask_kind]
+    mask = {"none": None, "keys": _bernoulli(seed + 1, 0.6, (2, 1, S)),
+            "full": _bernoulli(seed + 1, 0.6, (2, T, S))}[mask_kind]
     out = jax.jit(lambda q, k, v, mask: efficient.blockwise_attention(q, k, v, mask, block_size=block_size))(
         q, k, v, mask)
     assert out.shape == (2, T, 3)
@@ -108,8 +115,8 @@ def test_blockwise_property_equals_scaled_dot_product_attention(T, S, d, block_s
 
 
 def test_online_softmax_update_two_blocks_equal_one():
-    scores = jax.random.normal(jax.random.PRNGKey(8), (3, 10))
-    v = jax.random.normal(jax.random.PRNGKey(9), (10, 2))
+    scores = _normal(8, (3, 10))
+    v = _normal(9, (10, 2))
     state = (jnp.full((3,), -jnp.inf), jnp.zeros(3), jnp.zeros((3, 2)))
     state = efficient.online_softmax_update(*state, scores[:, :6], v[:6])
     m, l, acc = efficient.online_softmax_update(*state, scores[:, 6:], v[6:])
@@ -190,13 +197,12 @@ def test_sliding_window_equals_jax_nn_local_window(window):
         _close(a, b)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(T=st.integers(1, 13), window=st.integers(1, 15), mask_kind=st.sampled_from(["keys", "full"]),
        seed=st.integers(0, 2**16))
 def test_sliding_window_with_mask_equals_masked_attention(T, window, mask_kind, seed):
     q, k, v = _qkv(seed, (2,), T, T, 4, d_v=3)
-    key = jax.random.PRNGKey(seed + 1)
-    mask = jax.random.bernoulli(key, 0.7, (2, 1, T) if mask_kind == "keys" else (2, T, T))
+    mask = _bernoulli(seed + 1, 0.7, (2, 1, T) if mask_kind == "keys" else (2, T, T))
     out = jax.jit(efficient.sliding_window_attention, static_argnums=3)(q, k, v, window, mask)
     expected = jax.jit(efficient.materialised_attention)(q, k, v, mask & efficient.sliding_window_mask(T, window))
     _close(out, expected)
@@ -219,10 +225,21 @@ def test_ring_attention_on_the_devices_there_are():
         _close(a, b)
 
 
+_EIGHT = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _start_eight_devices():
+    """Start the multi-device checks (a process of their own, 8 host CPU devices) with this module's
+    first test, so that they run while the other tests do."""
+    _EIGHT["process"] = efficient.start_in_subprocess("checks", 8)
+    yield
+    _EIGHT["process"].process.kill()
+
+
 @pytest.fixture(scope="module")
 def eight_devices():
-    """The multi-device checks, run once in a process of their own with 8 host CPU devices."""
-    return efficient.run_in_subprocess("checks", 8)
+    return _EIGHT["process"].result()
 
 
 def test_ring_attention_on_8_host_devices_in_a_subprocess(eight_devices):
