@@ -937,17 +937,21 @@ def recall_curves(curves: Mapping[str, Any], *, d: int, xlabel: str = "stored pa
     checked = _check_curves(curves, "curves")
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
         raise ValueError(f"d: expected a positive int, got {d!r}")
-    fig, ax = _new_figure((min(BOOK_WIDTH, 6.0), 3.6))
+    fig, ax = _new_figure((min(BOOK_WIDTH, 6.0), 4.2))
     for i, (name, (x, y)) in enumerate(checked.items()):
         ax.plot(x, y, marker="osD^vP*X"[i % 8], markersize=5, linewidth=1.6, label=name)
     ax.axvline(d, color="0.5", linestyle=":", linewidth=1)
     ax.text(d, 1.02, f" N = d = {d}", fontsize=9, color="0.35", va="bottom")
     ax.set_xscale("log", base=2)
+    xs = sorted({float(v) for x, _ in checked.values() for v in x})
+    if xs:
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        ax.minorticks_off()
     ax.set_ylim(0, 1.1)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("recall")
     ax.grid(True, alpha=0.35)
-    ax.legend(frameon=False, fontsize=9, loc="lower left")
+    ax.legend(frameon=False, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return fig
 
 
