@@ -108,6 +108,26 @@ def test_glue_binds_for_the_book_and_still_shows(monkeypatch, capsys):
     assert capsys.readouterr().out == "x = 0.5\n"
 
 
+def test_glue_binds_numpy_and_jax_scalars_as_python_numbers(monkeypatch, capsys):
+    # myst-nb formats {glue:text}`x:.1f` by reading back the repr of the value; the repr of a
+    # NumPy 2 scalar, "np.float64(0.5)", is not a number, and the strict build fails on it
+    import sys
+    import types
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    bound = []
+    fake = types.SimpleNamespace(glue=lambda name, value, display: bound.append((name, value)))
+    monkeypatch.setitem(sys.modules, "myst_nb", fake)
+    runtime.glue("a", np.float64(0.25))
+    runtime.glue("b", jnp.float32(0.5))
+    runtime.glue("c", np.int64(3))
+    assert [(name, type(value)) for name, value in bound] == [("a", float), ("b", float), ("c", int)]
+    assert [repr(value) for _, value in bound] == ["0.25", "0.5", "3"]
+    assert capsys.readouterr().out == "a = 0.25\nb = 0.5\nc = 3\n"
+
+
 def test_glue_rejects_names_the_prose_cannot_use():
     with pytest.raises(ValueError, match="name"):
         runtime.glue("not a name", 1.0)

@@ -177,6 +177,9 @@ def glue(name: str, value: Any, *, display: bool = False) -> None:
         from myst_nb import glue as _myst_glue
     except ImportError:
         _myst_glue = None
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()  # a NumPy or JAX scalar: myst-nb formats only
+        # Python numbers (it reads back the repr, and "np.float64(0.5)" fails)
     if _myst_glue is not None:
         _myst_glue(name, value, display=False)
     _show(name, value)
@@ -191,8 +194,6 @@ def _show(name: str, value: Any) -> None:
 
         _display(value)
         return
-    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
-        value = value.item()  # a NumPy or JAX scalar
     if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
         text = f"{float(value):.4g}"
     else:
