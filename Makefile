@@ -75,8 +75,16 @@ grade: $(STAMP)
 	@ls _build/assignments/$(CHAPTER)_*/autograder/autograder.zip >/dev/null 2>&1 || $(PY) -m attention_course.coursework assignment $(CHAPTER)
 	$(PY) -m attention_course.coursework grade $(CHAPTER) $(SUBMISSIONS)
 
-## bench: performance benchmarks (ratios against references measured in the same run)
-bench: $(STAMP)
+## bench: performance benchmarks (ratios against references measured in the same run); the PyTorch
+## twins run in an environment of their own, _build/bench/venv (tests/benchmarks/requirements-torch.txt)
+BENCH_VENV := _build/bench/venv
+
+$(BENCH_VENV)/.installed: tests/benchmarks/requirements-torch.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r tests/benchmarks/requirements-torch.txt
+	touch $@
+
+bench: $(STAMP) $(BENCH_VENV)/.installed
 	$(PY) -m pytest -q -s -p no:cacheprovider -o python_files="bench_*.py" tests/benchmarks
 
 clean:
