@@ -37,6 +37,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from attention_course import pooling, self_attention
+# the input checks of chapter 06's attention: the same shapes, the same messages
+from attention_course.self_attention import _check_mask, _check_qkv, _shape
 
 # shard_map: jax.shard_map in new JAX, jax.experimental.shard_map.shard_map before it.
 try:
@@ -69,40 +71,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Input checks (before tracing)
 # --------------------------------------------------------------------------------------------
-
-
-def _shape(x) -> tuple[int, ...]:
-    return tuple(jnp.shape(x))
-
-
-def _check_qkv(q, k, v) -> tuple[int, ...]:
-    """Check q ``[..., T, d_k]``, k ``[..., S, d_k]``, v ``[..., S, d_v]``; return the leading axes."""
-    q_shape, k_shape, v_shape = _shape(q), _shape(k), _shape(v)
-    if len(q_shape) < 2 or len(k_shape) < 2 or len(v_shape) < 2:
-        raise ValueError(f"q, k, v: expected [..., T, d_k], [..., S, d_k], [..., S, d_v]; got q {q_shape}, "
-                         f"k {k_shape}, v {v_shape}")
-    if q_shape[-1] != k_shape[-1]:
-        raise ValueError(f"k: expected the last axis d_k = {q_shape[-1]} of q {q_shape}, got k of shape {k_shape}")
-    if k_shape[-2] != v_shape[-2]:
-        raise ValueError(f"v: expected S = {k_shape[-2]} positions like k {k_shape}, got v of shape {v_shape}")
-    try:
-        return tuple(jnp.broadcast_shapes(q_shape[:-2], k_shape[:-2], v_shape[:-2]))
-    except ValueError:
-        raise ValueError(f"q, k, v: leading axes do not broadcast: q {q_shape}, k {k_shape}, v {v_shape}") from None
-
-
-def _check_mask(mask, scores_shape: tuple[int, ...]) -> None:
-    if mask is None:
-        return
-    try:
-        ok = tuple(jnp.broadcast_shapes(_shape(mask), scores_shape)) == tuple(scores_shape)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(f"mask: expected a shape broadcastable to [..., T, S] = {tuple(scores_shape)}, "
-                         f"got {_shape(mask)}")
-    if jnp.result_type(mask) != jnp.bool_:
-        raise ValueError(f"mask: expected a boolean array (True = may attend), got dtype {jnp.result_type(mask)}")
 
 
 def _check_positive_int(name: str, value) -> None:

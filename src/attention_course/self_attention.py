@@ -68,30 +68,44 @@ def _check_positive_ints(**values) -> None:
             raise ValueError(f"{name}: expected a positive int, got {value!r}")
 
 
-def _check_attention_inputs(q, k, v, mask) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The checks of :func:`scaled_dot_product_attention`: (leading axes, ``[..., T, S]``)."""
+def _check_qkv(q, k, v) -> tuple[int, ...]:
+    """Check q ``[..., T, d_k]``, k ``[..., S, d_k]``, v ``[..., S, d_v]``; return the leading axes.
+
+    Shared with chapter 07's :mod:`attention_course.efficient`."""
     q_shape, k_shape, v_shape = _shape(q), _shape(k), _shape(v)
     if len(q_shape) < 2 or len(k_shape) < 2 or len(v_shape) < 2:
         raise ValueError(f"q, k, v: expected [..., T, d_k], [..., S, d_k], [..., S, d_v]; got q {q_shape}, "
                          f"k {k_shape}, v {v_shape}")
     if q_shape[-1] != k_shape[-1]:
-        raise ValueError(f"k: expected the last axis d_k = {q_shape[-1]} of q, got k of shape {k_shape}")
+        raise ValueError(f"k: expected the last axis d_k = {q_shape[-1]} of q {q_shape}, got k of shape {k_shape}")
     if k_shape[-2] != v_shape[-2]:
         raise ValueError(f"v: expected S = {k_shape[-2]} positions like k {k_shape}, got v of shape {v_shape}")
     try:
-        lead = jnp.broadcast_shapes(q_shape[:-2], k_shape[:-2], v_shape[:-2])
+        return tuple(jnp.broadcast_shapes(q_shape[:-2], k_shape[:-2], v_shape[:-2]))
     except ValueError:
         raise ValueError(f"q, k, v: leading axes do not broadcast: q {q_shape}, k {k_shape}, v {v_shape}") from None
-    scores_shape = (*lead, q_shape[-2], k_shape[-2])
-    if mask is not None:
-        try:
-            ok = jnp.broadcast_shapes(_shape(mask), scores_shape) == scores_shape
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"mask: expected a shape broadcastable to [..., T, S] = {scores_shape}, got {_shape(mask)}")
-        if jnp.result_type(mask) != jnp.bool_:
-            raise ValueError(f"mask: expected a boolean array (True = may attend), got dtype {jnp.result_type(mask)}")
+
+
+def _check_mask(mask, scores_shape: tuple[int, ...]) -> None:
+    """Check that a mask (or None) is boolean and broadcasts to ``scores_shape`` ``[..., T, S]``."""
+    if mask is None:
+        return
+    try:
+        ok = tuple(jnp.broadcast_shapes(_shape(mask), scores_shape)) == tuple(scores_shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"mask: expected a shape broadcastable to [..., T, S] = {tuple(scores_shape)}, "
+                         f"got {_shape(mask)}")
+    if jnp.result_type(mask) != jnp.bool_:
+        raise ValueError(f"mask: expected a boolean array (True = may attend), got dtype {jnp.result_type(mask)}")
+
+
+def _check_attention_inputs(q, k, v, mask) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The checks of :func:`scaled_dot_product_attention`: (leading axes, ``[..., T, S]``)."""
+    lead = _check_qkv(q, k, v)
+    scores_shape = (*lead, _shape(q)[-2], _shape(k)[-2])
+    _check_mask(mask, scores_shape)
     return lead, scores_shape
 
 
