@@ -160,6 +160,11 @@ class GRU(nnx.Module):
         # big matmul over [B*T, d] was measured 2x slower on XLA:CPU
         # (tests/benchmarks/bench_rnn.py).
 
+        # jax.checkpoint: the backward pass recomputes each step's gates from h
+        # instead of storing them for every t; on XLA:CPU, where the stored
+        # gates cost more memory traffic than the recomputation, this made the
+        # train step faster (tests/benchmarks/bench_torch.py, issue 16).
+        @jax.checkpoint
         def step(h, inputs):
             x_t, m_t = inputs  # [B, d], [B]
             h_new = gru_cell(h, x_t, W, b, U)
