@@ -169,3 +169,20 @@ def test_progress_bars_are_text_when_the_book_asks(monkeypatch):
         assert type(bar) is text_bar
     finally:
         bar.close()
+
+
+def test_compiler_options_keep_the_numbers(monkeypatch):
+    # The train step compiles with _compiler_options() (LLVM level 1 on the CPU):
+    # the same losses and parameters as XLA's defaults, to float32 rounding.
+    results = []
+    for options in (train._compiler_options(), None):
+        monkeypatch.setattr(train, "_compiler_options", lambda options=options: options)
+        train._COMPILED.clear()
+        trainer = train.Trainer(ToyAttention(), toy_loss, optax.adam(1e-2))
+        batches = itertools.islice(_stream(0, widths=(5,)), 5)
+        losses = [float(trainer.step(batch)[0]) for batch in batches]
+        results.append((losses, jax.tree_util.tree_leaves(trainer.params)))
+    train._COMPILED.clear()
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -1,11 +1,20 @@
 """The course's train step against the eager PyTorch a learner would otherwise write (issue 16).
 
-Chapter 04's RNNsearch at its longest training bucket (H = k = 64, E = 32, batch 64, sources of
-41-50 words padded to 51): our jit-compiled `train.Trainer` step against the twin in
-`torch_twins.py`, run in the benchmark's own environment (`_build/bench/venv`, made by `make
-bench`). Measured alternately, three rounds each, in one run; PyTorch gets the better of its
-default thread count and one thread, since its thread pool slows down badly on a busy machine.
-Prints steps/s, the ratio, and our first compile; asserts nothing about time.
+Each chapter's headline model at its longest training bucket, with the chapter's sizes:
+
+* ch01 ``encdec``: RNNencdec-50 (Cho's flavour, E = 64, H = 128), batch 64, sources of 41-50
+  words padded to 51;
+* ch02 ``transducer``: the RNN Transducer on translate (E = 32, H = P = J = 64), batch 32,
+  sources of up to 15 words padded to 16, the whole [B, T, U+1, |V_y|] lattice;
+* ch04 ``rnnsearch``: RNNsearch (E = 32, H = k = 64), batch 64, sources of 41-50 words;
+* ch05 ``local-p``: Luong's local-p with the general score and input feeding (E = 32, H = 32,
+  n = 64, k = 32, D = 10), batch 32, sources of 21-30 words.
+
+Our jit-compiled `train.Trainer` step against the twin in `torch_twins.py` (same shapes, same
+vocabularies), run in the benchmark's own environment (`_build/bench/venv`, made by `make bench`).
+Measured alternately, three rounds per model, in one run; PyTorch gets the better of its default
+thread count and one thread, since its thread pool slows down badly on a busy machine. Prints
+steps/s, the ratio and our first compile; asserts nothing about time.
 """
 
 import json
@@ -17,26 +26,59 @@ import jax
 import pytest
 from flax import nnx
 
-from attention_course import seq2seq, soft_search, tasks, train
+from attention_course import bottleneck, luong, seq2seq, soft_search, tasks, train, transducer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TORCH_PYTHON = ROOT / "_build" / "bench" / "venv" / "bin" / "python"
 TWINS = pathlib.Path(__file__).with_name("torch_twins.py")
 
 
-def torch_rate(model: str, steps: int, threads: int) -> float:
+def torch_rate(model: str, shape: tuple, steps: int, threads: int) -> float:
     out = subprocess.run([str(TORCH_PYTHON), str(TWINS), model, "--steps", str(steps),
-                          "--threads", str(threads)], capture_output=True, text=True, check=True)
+                          "--shape", ",".join(map(str, shape)), "--threads", str(threads)],
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["steps_per_second"]
 
 
-def jax_rnnsearch():
+def _encdec(V_x, V_y):
+    model = bottleneck.EncoderDecoder(V_x, V_y, embed=64, hidden=128, flavour="cho", rngs=nnx.Rngs(0))
+    return model, bottleneck.loss
+
+
+def _transducer(V_x, V_y):
+    model = transducer.Transducer(V_x, V_y, embed=32, hidden=64, prediction=64, joint=64,
+                                  rngs=nnx.Rngs(0))
+    return model, transducer.loss
+
+
+def _rnnsearch(V_x, V_y):
+    model = soft_search.rnnsearch(V_x, V_y, embed=32, hidden=64, attention=64, rngs=nnx.Rngs(0))
+    return model, seq2seq.loss
+
+
+def _local_p(V_x, V_y):
+    model = luong.luong(V_x, V_y, score="general", window="local-p", input_feeding=True, D=10,
+                        embed=32, hidden=32, k=32, max_source=61, rngs=nnx.Rngs(0))
+    return model, seq2seq.loss
+
+
+# name: (chapter, builder, batch size, shortest and longest source of the bucket)
+HEADLINES = {
+    "encdec": ("01", _encdec, 64, 41, 50),
+    "transducer": ("02", _transducer, 32, 1, 15),
+    "rnnsearch": ("04", _rnnsearch, 64, 41, 50),
+    "local-p": ("05", _local_p, 32, 21, 30),
+}
+
+
+def jax_model(name):
+    """(batch, first-compile seconds, rate(steps) -> steps/s) for a headline model."""
+    _, build, batch_size, shortest, longest = HEADLINES[name]
     task = tasks.get_task("translate")
-    pairs = tasks.generate(task, 640, seed=1, min_length=41, max_length=50)
-    batch = next(tasks.batches(pairs, task, 64, seed=0, edges=(50,)))
-    model = soft_search.rnnsearch(len(task.source_vocab), len(task.target_vocab), embed=32,
-                                  hidden=64, attention=64, rngs=nnx.Rngs(0))
-    trainer = train.Trainer(model, seq2seq.loss, train.default_optimizer(3e-3))
+    pairs = tasks.generate(task, 10 * batch_size, seed=1, min_length=shortest, max_length=longest)
+    batch = next(tasks.batches(pairs, task, batch_size, seed=0, edges=(longest,)))
+    model, loss = build(len(task.source_vocab), len(task.target_vocab))
+    trainer = train.Trainer(model, loss, train.default_optimizer(3e-3))
     start = time.perf_counter()
     jax.block_until_ready(trainer.step(batch))
     compile_seconds = time.perf_counter() - start
@@ -48,20 +90,31 @@ def jax_rnnsearch():
         jax.block_until_ready(loss)
         return steps / (time.perf_counter() - start)
 
-    return batch, compile_seconds, rate
+    shape = (*batch.source.shape, batch.target_in.shape[1], len(task.source_vocab), len(task.target_vocab))
+    return shape, compile_seconds, rate
 
 
 @pytest.mark.skipif(not TORCH_PYTHON.exists(), reason="`make bench` creates the PyTorch environment")
-def test_rnnsearch_train_step_against_eager_pytorch():
-    batch, compile_seconds, ours = jax_rnnsearch()
-    print(f"\nRNNsearch (ch04), batch {batch.source.shape[0]}, source width {batch.source.shape[1]}, "
-          f"target width {batch.target_in.shape[1]}, {jax.default_backend()}")
-    rounds = []
-    for _ in range(3):
-        mine = ours(10)
-        theirs = max(torch_rate("rnnsearch", 5, threads) for threads in (0, 1))
-        rounds.append((mine, theirs))
-        print(f"  ours {mine:6.2f} steps/s   PyTorch eager {theirs:6.2f} steps/s   ratio {mine / theirs:5.2f}")
-    ratios = sorted(m / t for m, t in rounds)
-    print(f"  median ratio {ratios[1]:.2f}; our first compile {compile_seconds:.1f} s")
-    assert all(m > 0 and t > 0 for m, t in rounds)
+def test_headline_train_steps_against_eager_pytorch():
+    rows = []
+    print(f"\ntrain steps per second, {jax.default_backend()}; shape = B, source width, target width")
+    for name, (chapter, *_) in HEADLINES.items():
+        shape, compile_seconds, ours = jax_model(name)
+        ours(2)  # warm
+        rounds = []
+        for _ in range(3):
+            mine = ours(10)
+            theirs = max(torch_rate(name, shape, 5, threads) for threads in (0, 1))
+            rounds.append((mine, theirs))
+            print(f"  ch{chapter} {name:10s} ours {mine:6.2f}   PyTorch eager {theirs:6.2f}   "
+                  f"ratio {mine / theirs:5.2f}", flush=True)
+        ratios = sorted(m / t for m, t in rounds)
+        mine, theirs = (sorted(r[k] for r in rounds)[1] for k in (0, 1))
+        rows.append((chapter, name, shape[:3], mine, theirs, ratios[1], compile_seconds))
+        assert all(m > 0 and t > 0 for m, t in rounds)
+    print("\n  medians of the three rounds")
+    print(f"  {'chapter':8s}{'model':11s}{'shape':15s}{'ours':>8s}{'PyTorch':>9s}"
+          f"{'median ratio':>14s}{'first compile':>15s}")
+    for chapter, name, shape, mine, theirs, ratio, seconds in rows:
+        print(f"  ch{chapter:6s}{name:11s}{str(shape):15s}{mine:8.2f}{theirs:9.2f}"
+              f"{ratio:13.2f}x{seconds:13.1f} s")
