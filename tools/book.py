@@ -46,7 +46,20 @@ def build_full() -> int:
               f"clear the cache (rm -rf _build/.jupyter_cache) and build again", file=sys.stderr)
         return 1
     print(f"\nbook built in {time.perf_counter() - start:.0f} s: {ROOT / '_build' / 'html' / 'index.html'}")
+    _print_execution_times()
     return 0
+
+
+def _print_execution_times() -> None:
+    """Each notebook's full-mode execution time, as the jupyter-cache recorded it (`tools/cell_times.py`
+    times the cells)."""
+    from jupyter_cache import get_cache
+
+    records = get_cache(ROOT / "_build" / ".jupyter_cache").list_cache_records()
+    for record in sorted(records, key=lambda r: r.uri):
+        seconds = (record.data or {}).get("execution_seconds")
+        if seconds is not None:
+            print(f"  {pathlib.Path(record.uri).name:32s} {seconds:6.0f} s (executed {record.created:%Y-%m-%d %H:%M})")
 
 
 def build_fast() -> int:
