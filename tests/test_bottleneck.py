@@ -49,6 +49,22 @@ def test_the_two_flavours_differ_in_how_they_use_c():
     np.testing.assert_allclose(cho.init_decoder(m), jnp.tanh(cho.init_proj(m["c"])), atol=1e-6)
 
 
+def test_cho_step_is_the_gru_on_y_c_and_the_readout_of_s_y_c():
+    """decode_step adds c's two products from the memory: the same numbers as the layers
+    themselves on [y; c] and [s; y; c], also for a memory built from another c."""
+    model, batch = small("cho"), a_batch()
+    memory = model.encode(batch.source, batch.source_lengths)
+    prev = jnp.asarray(batch.target_in[:, 1])
+    s = jax.random.normal(jax.random.key(3), (4, 16))
+    for c in (memory["c"], memory["c"][::-1] * 2.0):
+        logits, s1, _ = model.decode_step(model.memory_from(c), s, prev)
+        y = model.target_embed(prev)
+        expected = model.decoder(s, jnp.concatenate([y, c], axis=-1))
+        np.testing.assert_allclose(s1, expected, atol=1e-5)
+        np.testing.assert_allclose(logits, model.readout(jnp.concatenate([expected, y, c], axis=-1)),
+                                   atol=1e-5)
+
+
 def test_teacher_forcing_equals_stepping_the_decoder():
     model, batch = small(), a_batch()
     logits = model(batch.source, batch.source_lengths, batch.target_in)

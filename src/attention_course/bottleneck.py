@@ -84,12 +84,39 @@ class EncoderDecoder(nnx.Module):
 
     # --- the three methods the shared decoders use -------------------------------------------------
     def encode(self, source: jax.Array, source_lengths: jax.Array) -> dict:
-        """source ``[B, T_x]``, lengths ``[B]`` -> {"c": ``[B, hidden]``}.
+        """source ``[B, T_x]``, lengths ``[B]`` -> {"c": ``[B, hidden]``, ...}.
 
-        c is the one vector."""
+        c is the one vector; :meth:`memory_from` adds what the decoder
+        computes from it once per sentence."""
         if self.reverse_source:
             source = reverse_source_words(source, source_lengths)
-        return {"c": self.encoder(source, source_lengths).final}
+        return self.memory_from(self.encoder(source, source_lengths).final)
+
+    def memory_from(self, c: jax.Array) -> dict:
+        """The decoder's memory for the vector c ``[B, hidden]``.
+
+        In Cho's flavour c enters every step through the same two products:
+        with the GRU's input weights (its share of the gates, c C + b) and with
+        the readout's (c C_o + b_o). c is the same at every step, so both are
+        computed here, once; inside the step, the train step was 16-22 %
+        slower (its backward pass multiplied by c at every position; issue
+        16). To change c, build a new memory with this method."""
+        if self.flavour != "cho":
+            return {"c": c}
+        (_, C), (_, C_o) = self._split_inputs(), self._split_readout()
+        return {"c": c,
+                "c_gates": c @ C + self.decoder.b[...],  # [B, 3 hidden]
+                "c_readout": c @ C_o + self.readout.bias[...]}  # [B, |V_y|]
+
+    def _split_inputs(self):
+        """The GRU's input weights W = [W_y; C]: the rows that read y and c."""
+        W = self.decoder.W[...]
+        return W[:-self.hidden], W[-self.hidden:]
+
+    def _split_readout(self):
+        """The readout's weights W_o = [W_sy; C_o]: the rows that read [s; y] and c."""
+        W = self.readout.kernel[...]
+        return W[:-self.hidden], W[-self.hidden:]
 
     def init_decoder(self, memory: dict) -> jax.Array:
         """s_0: tanh(c W_s + b) for Cho's flavour; c itself for Sutskever's."""
@@ -99,18 +126,22 @@ class EncoderDecoder(nnx.Module):
     def decode_step(self, memory: dict, s: jax.Array, prev: jax.Array):
         """One decoder step: (c, s_{i-1}, y_{i-1}) -> (logits, s_i, None).
 
-        The logits are ``[B, |V_y|]``.
+        The logits are ``[B, |V_y|]``. Cho's flavour reads [y; c] into the GRU
+        and [s; y; c] into the readout; c's share of both products comes from
+        the memory (:meth:`memory_from`).
 
         There is no attention: the third value, the weights, is None."""
-        c = memory["c"]
         y = self.target_embed(prev)  # [B, d_e]
-        if self.flavour == "cho":
-            s = self.decoder(s, jnp.concatenate([y, c], axis=-1))
-            features = jnp.concatenate([s, y, c], axis=-1)
-        else:
+        if self.flavour == "sutskever":
             s = self.decoder(s, y)
-            features = s
-        return self.readout(features), s, None
+            return self.readout(s), s, None
+        W_y, _ = self._split_inputs()
+        # the GRU on [y; c]: y W_y + (c C + b)
+        s = rnn.gru_cell(s, y, W_y, memory["c_gates"], self.decoder.U[...])
+        W_sy, _ = self._split_readout()
+        # the readout of [s; y; c]: [s; y] W_sy + (c C_o + b_o)
+        logits = jnp.concatenate([s, y], axis=-1) @ W_sy + memory["c_readout"]
+        return logits, s, None
 
     # --- teacher forcing ---------------------------------------------------------------------------
     def __call__(self, source: jax.Array, source_lengths: jax.Array, target_in: jax.Array) -> jax.Array:

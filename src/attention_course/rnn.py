@@ -34,7 +34,7 @@ def gru_cell(h: jax.Array, x: jax.Array, W: jax.Array, b: jax.Array, U: jax.Arra
       h: previous state h_{t-1}, ``[B, H]``.
       x: input x_t, ``[B, d]``.
       W: input weights ``[d, 3H]`` for the gates r, z and the candidate n (in that order).
-      b: biases ``[3H]``.
+      b: biases ``[3H]`` (or ``[B, 3H]``: a bias per sequence, added to x W).
       U: recurrent weights ``[H, 3H]`` for r, z, n.
 
     Returns:
