@@ -172,8 +172,9 @@ def test_progress_bars_are_text_when_the_book_asks(monkeypatch):
 
 
 def test_compiler_options_keep_the_numbers(monkeypatch):
-    # The train step compiles with _compiler_options() (LLVM level 1 on the CPU):
-    # the same losses and parameters as XLA's defaults, to float32 rounding.
+    # The train step compiles with _compiler_options() (LLVM level 1 on the CPU,
+    # and XLA's own matrix products where it has YNNPACK): the same losses and
+    # parameters as XLA's defaults, to float32 rounding.
     results = []
     for options in (train._compiler_options(), None):
         monkeypatch.setattr(train, "_compiler_options", lambda options=options: options)
@@ -186,3 +187,11 @@ def test_compiler_options_keep_the_numbers(monkeypatch):
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
     for a, b in zip(results[0][1], results[1][1]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_compiler_options_are_known_to_this_xla():
+    # Every option is one this XLA accepts (the YNNPACK one only where it exists).
+    options = train._compiler_options()
+    if jax.default_backend() == "cpu":
+        assert options["xla_backend_optimization_level"] == 1
+    jax.jit(lambda x: 2.0 * x).lower(1.0).compile(options)

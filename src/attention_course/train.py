@@ -133,13 +133,26 @@ def _compiler_options() -> dict | None:
 
     On the CPU, LLVM's optimisation level 1 instead of 3 compiled the chapters'
     train steps 25-30 % faster, and they ran as fast: the time goes into
-    matrix products and loops, which that level does not change
+    matrix products and loops, which that level does not change. Where XLA
+    hands matrix products to YNNPACK (jaxlib 0.8 on), its own kernels ran the
+    chapters' small recurrent steps 6-14 % faster on two cores
     (tests/benchmarks/bench_torch.py, issue 16). Other backends keep their
     defaults.
     """
-    if jax.default_backend() == "cpu":
-        return {"xla_backend_optimization_level": 1}
-    return None
+    return _options_for(jax.default_backend())
+
+
+@functools.cache
+def _options_for(backend: str) -> dict | None:
+    if backend != "cpu":
+        return None
+    options = {"xla_backend_optimization_level": 1}
+    without_ynnpack = dict(options, xla_cpu_experimental_ynn_fusion_type="")
+    try:  # an XLA without YNNPACK (jax 0.7, Colab's) rejects the option
+        jax.jit(lambda x: x + 1.0).lower(1.0).compile(without_ynnpack)
+    except Exception:  # noqa: BLE001 (the probe's only question: is it known?)
+        return options
+    return without_ynnpack
 
 
 # Compiled train steps shared by every Trainer: models with the same structure (equal nnx GraphDefs),
