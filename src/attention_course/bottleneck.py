@@ -98,9 +98,9 @@ class EncoderDecoder(nnx.Module):
         In Cho's flavour c enters every step through the same two products:
         with the GRU's input weights (its share of the gates, c C + b) and with
         the readout's (c C_o + b_o). c is the same at every step, so both are
-        computed here, once; inside the step, the train step was 16-22 %
-        slower (its backward pass multiplied by c at every position; issue
-        16). To change c, build a new memory with this method."""
+        computed here, once. (Inside the step they made the train step
+        slower: its backward pass then multiplies by c at every position.)
+        To change c, build a new memory with this method."""
         if self.flavour != "cho":
             return {"c": c}
         (_, C), (_, C_o) = self._split_inputs(), self._split_readout()
