@@ -1,7 +1,10 @@
 """Build the book: `python tools/book.py full` (make book) or `python tools/book.py fast` (make test).
 
 full: Jupyter Book 1 with the jupyter-cache (`_config.yml`), every notebook executed in full mode,
-      into _build/html. Refuses to finish if a page shows fast-mode output.
+      into _build/html. Refuses to finish if a page shows fast-mode output. On Linux with two or
+      more CPUs, the recurrent chapters that are not cached yet execute first, as many at a time as
+      there are CPUs, each kernel confined to one CPU (see `_execute_in_lanes`); Jupyter Book then
+      executes the rest (the chapters that time large products) alone, as before.
 fast: the strict build (-W -n --keep-going) with ATTENTION_COURSE_FAST=1 and execution forced, from
       a copy of the configuration, into _build/fast: fast-mode outputs never reach the cache or
       _build/html. Checks that every notebook runs top to bottom and that references, citations,
@@ -12,9 +15,12 @@ from __future__ import annotations
 
 import os
 import pathlib
+import queue
 import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import yaml
 
@@ -34,9 +40,118 @@ def _jupyter_book() -> list[str]:
     return [str(exe)] if exe.exists() else JB
 
 
+# Chapters whose kernels always run alone on the whole machine: they time large matrix products
+# against each other (chapter 06's Table 1, chapter 07's attention variants), which another
+# kernel's load would distort and which use every core. The others train small recurrent models,
+# whose XLA:CPU train steps run no slower confined to one core than spread over two (issue 16:
+# ch04's step took 93-102 ms on one core, alone or beside another kernel on the other core, and
+# 137-152 ms on both), so two such chapters on two cores take the time of one.
+ALONE = {"06_self_attention", "07_beyond"}
+CACHE = ROOT / yaml.safe_load((ROOT / "_config.yml").read_text())["execute"]["cache"]
+
+
+def _toc_notebooks() -> list[pathlib.Path]:
+    """The notebooks the table of contents lists, in its order."""
+    def files(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                yield node["file"]
+            for value in node.values():
+                yield from files(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from files(item)
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    paths = (ROOT / f"{name}.ipynb" for name in files(toc))
+    return [p for p in paths if p.exists()]
+
+
+def _execute_one(path: str, out: str, cpu: int) -> int:
+    """Execute one notebook as the book does, on CPU ``cpu`` (`tools/book.py execute NB OUT CPU`)
+    and write it to OUT. The kernel, started after the mask is set, inherits it."""
+    os.sched_setaffinity(0, {cpu})
+    import nbformat
+    from jupyter_cache.executors.utils import single_nb_execution
+
+    execute = yaml.safe_load((ROOT / "_config.yml").read_text())["execute"]
+    nb = nbformat.read(path, as_version=4)
+    result = single_nb_execution(nb, cwd=str(pathlib.Path(path).parent), timeout=execute["timeout"],
+                                 allow_errors=execute["allow_errors"], meta_override=True)
+    if result.err is not None:
+        print(result.exc_string, file=sys.stderr)
+        return 1
+    nb.metadata["attention_course_execution_seconds"] = result.time
+    nbformat.write(nb, out)
+    return 0
+
+
+def _execute_in_lanes(env: dict, notebooks: list[pathlib.Path], cache_path: pathlib.Path) -> int:
+    """Execute those of ``notebooks`` the cache lacks into it, one kernel per CPU.
+
+    Each notebook runs in a child process confined to one CPU (its kernel inherits the mask),
+    and a CPU takes the next notebook as soon as it is free. Outputs go into the jupyter-cache
+    at ``cache_path``, keyed as Jupyter Book keys them, so the build that follows only renders
+    them. Returns non-zero if a notebook failed (its traceback is printed).
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return 0
+    cpus = sorted(os.sched_getaffinity(0))
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    cache = get_cache(cache_path)
+    todo = []
+    for path in notebooks:
+        try:
+            cache.match_cache_notebook(nbformat.read(path, as_version=4))
+        except KeyError:
+            todo.append(path)
+    if len(cpus) < 2 or len(todo) < 2:
+        return 0  # nothing to gain: Jupyter Book executes them one after another
+    free: queue.Queue[int] = queue.Queue()
+    for cpu in cpus[:len(todo)]:
+        free.put(cpu)
+    print(f"executing {len(todo)} notebooks, {min(len(cpus), len(todo))} at a time, each on one CPU",
+          flush=True)
+
+    def run(path: pathlib.Path) -> tuple[pathlib.Path, int, str]:
+        cpu = free.get()
+        try:
+            out = tempfile.NamedTemporaryFile(suffix=".ipynb", delete=False).name
+            start = time.perf_counter()
+            rc = subprocess.call([sys.executable, __file__, "execute", str(path), out, str(cpu)], env=env,
+                                 cwd=ROOT)
+            print(f"  {path.name:32s} {time.perf_counter() - start:6.0f} s on CPU {cpu}"
+                  f"{'' if rc == 0 else ' FAILED'}", flush=True)
+            return path, rc, out
+        finally:
+            free.put(cpu)
+
+    failed = []
+    with ThreadPoolExecutor(max_workers=free.qsize()) as pool:
+        for path, rc, out in pool.map(run, todo):
+            if rc != 0:
+                failed.append(path.name)
+                continue
+            nb = nbformat.read(out, as_version=4)
+            seconds = nb.metadata.pop("attention_course_execution_seconds")
+            cache.cache_notebook_bundle(CacheBundleIn(nb, str(path), data={"execution_seconds": seconds}),
+                                        check_validity=False, overwrite=True)
+            os.unlink(out)
+    if failed:
+        print(f"error: executing {', '.join(failed)} failed (traceback above)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_full() -> int:
     env = {**{k: v for k, v in os.environ.items() if k != FAST_ENV}, **BOOK_ENV}
     start = time.perf_counter()
+    rc = _execute_in_lanes(env, [p for p in _toc_notebooks() if p.stem not in ALONE], CACHE)
+    if rc != 0:
+        return rc
     rc = subprocess.call(_jupyter_book() + ["build", str(ROOT)], env=env, cwd=ROOT)
     if rc != 0:
         return rc
@@ -55,7 +170,7 @@ def _print_execution_times() -> None:
     times the cells)."""
     from jupyter_cache import get_cache
 
-    records = get_cache(ROOT / "_build" / ".jupyter_cache").list_cache_records()
+    records = get_cache(CACHE).list_cache_records()
     for record in sorted(records, key=lambda r: r.uri):
         seconds = (record.data or {}).get("execution_seconds")
         if seconds is not None:
@@ -86,6 +201,8 @@ def build_fast() -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "execute":
+        sys.exit(_execute_one(sys.argv[2], sys.argv[3], int(sys.argv[4])))
     if len(sys.argv) != 2 or sys.argv[1] not in {"full", "fast"}:
         sys.exit("usage: python tools/book.py full|fast")
     sys.exit(build_full() if sys.argv[1] == "full" else build_fast())
