@@ -45,7 +45,9 @@ def _jupyter_book() -> list[str]:
 # kernel's load would distort and which use every core. The others train small recurrent models,
 # whose XLA:CPU train steps run no slower confined to one core than spread over two (issue 16:
 # ch04's step took 93-102 ms on one core, alone or beside another kernel on the other core, and
-# 137-152 ms on both), so two such chapters on two cores take the time of one.
+# 137-152 ms on both). Their compiles are slower on one core, so such a chapter takes about 1.5x
+# as long alone, and two side by side take the time of one and a half (measured on 2 cores: all
+# five in 777 s, against about 1120 s one after another, unconfined).
 ALONE = {"06_self_attention", "07_beyond"}
 CACHE = ROOT / yaml.safe_load((ROOT / "_config.yml").read_text())["execute"]["cache"]
 
