@@ -134,14 +134,16 @@ def _execute_in_lanes(env: dict, notebooks: list[pathlib.Path], cache_path: path
     failed = []
     with ThreadPoolExecutor(max_workers=free.qsize()) as pool:
         for path, rc, out in pool.map(run, todo):
-            if rc != 0:
-                failed.append(path.name)
-                continue
-            nb = nbformat.read(out, as_version=4)
-            seconds = nb.metadata.pop("attention_course_execution_seconds")
-            cache.cache_notebook_bundle(CacheBundleIn(nb, str(path), data={"execution_seconds": seconds}),
-                                        check_validity=False, overwrite=True)
-            os.unlink(out)
+            try:
+                if rc != 0:
+                    failed.append(path.name)
+                    continue
+                nb = nbformat.read(out, as_version=4)
+                seconds = nb.metadata.pop("attention_course_execution_seconds")
+                cache.cache_notebook_bundle(CacheBundleIn(nb, str(path), data={"execution_seconds": seconds}),
+                                            check_validity=False, overwrite=True)
+            finally:
+                os.unlink(out)
     if failed:
         print(f"error: executing {', '.join(failed)} failed (traceback above)", file=sys.stderr)
         return 1
