@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
 
-.PHONY: book test unit fastbook browser colab publish repository serve student assignment grade bench clean venv
+.PHONY: book test unit fastbook browser colab publish repository serve student assignment grade bench seeds clean venv
 
 venv: $(STAMP)
 
@@ -57,6 +57,12 @@ colab: $(STAMP)
 serve:
 	@test -f _build/html/index.html || $(MAKE) book
 	$(PY) -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
+
+## seeds: the seed study: every chapter (or CHAPTER=NN) in full mode under seed offsets 0, 1, 2
+## (SEEDS=0,1,2,3 for more), each into its full build's cache; writes the tables
+## src/attention_course/seed_study/NN_slug.json and book/seed_study.md (tools/seeds.py)
+seeds: $(STAMP)
+	$(PY) tools/seeds.py $(CHAPTER)
 
 ## student: a copy of the notebooks with the solutions stripped, in _build/student
 student: $(STAMP)

@@ -26,7 +26,8 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from attention_course.runtime import FAST_ENV, FAST_MODE_BANNER, PROGRESS_ENV  # noqa: E402
+from attention_course.runtime import (FAST_ENV, FAST_MODE_BANNER, PROGRESS_ENV, SEED_BANNER,  # noqa: E402
+                                      SEED_ENV, seed_offset)
 
 # Progress bars as text on stderr, which the book removes (`stderr_output: remove`): a widget bar
 # would stay on the page, frozen, and load the widget manager from a CDN.
@@ -69,10 +70,23 @@ def _toc_notebooks() -> list[pathlib.Path]:
     return [p for p in paths if p.exists()]
 
 
+def seed_root(seed: int) -> pathlib.Path:
+    """Where the build under seed offset ``seed`` (not 0) keeps its cache and its HTML."""
+    return ROOT / "_build" / "seeds" / str(seed)
+
+
+def cache_for(seed: int) -> pathlib.Path:
+    """The jupyter-cache of the full build under seed offset ``seed``: the published book's for 0,
+    one of its own for any other, so that no other seed's outputs reach the published book."""
+    return CACHE if seed == 0 else seed_root(seed) / ".jupyter_cache"
+
+
 def _execute_one(path: str, out: str, cpu: int) -> int:
     """Execute one notebook as the book does, on CPU ``cpu`` (`tools/book.py execute NB OUT CPU`)
-    and write it to OUT. The kernel, started after the mask is set, inherits it."""
-    os.sched_setaffinity(0, {cpu})
+    and write it to OUT. The kernel, started after the mask is set, inherits it; ``cpu`` -1
+    leaves the process on every CPU."""
+    if cpu >= 0:
+        os.sched_setaffinity(0, {cpu})
     import nbformat
     from jupyter_cache.executors.utils import single_nb_execution
 
@@ -88,20 +102,10 @@ def _execute_one(path: str, out: str, cpu: int) -> int:
     return 0
 
 
-def _execute_in_lanes(env: dict, notebooks: list[pathlib.Path], cache_path: pathlib.Path) -> int:
-    """Execute those of ``notebooks`` the cache lacks into it, one kernel per CPU.
-
-    Each notebook runs in a child process confined to one CPU (its kernel inherits the mask),
-    and a CPU takes the next notebook as soon as it is free. Outputs go into the jupyter-cache
-    at ``cache_path``, keyed as Jupyter Book keys them, so the build that follows only renders
-    them. Returns non-zero if a notebook failed (its traceback is printed).
-    """
-    if not hasattr(os, "sched_setaffinity"):
-        return 0
-    cpus = sorted(os.sched_getaffinity(0))
+def uncached(notebooks: list[pathlib.Path], cache_path: pathlib.Path) -> list[pathlib.Path]:
+    """Those of ``notebooks`` whose code the jupyter-cache at ``cache_path`` has no outputs for."""
     import nbformat
     from jupyter_cache import get_cache
-    from jupyter_cache.base import CacheBundleIn
 
     cache = get_cache(cache_path)
     todo = []
@@ -110,38 +114,56 @@ def _execute_in_lanes(env: dict, notebooks: list[pathlib.Path], cache_path: path
             cache.match_cache_notebook(nbformat.read(path, as_version=4))
         except KeyError:
             todo.append(path)
-    if len(cpus) < 2 or len(todo) < 2:
-        return 0  # nothing to gain: Jupyter Book executes them one after another
-    free: queue.Queue[int] = queue.Queue()
-    for cpu in cpus[:len(todo)]:
-        free.put(cpu)
-    print(f"executing {len(todo)} notebooks, {min(len(cpus), len(todo))} at a time, each on one CPU",
-          flush=True)
+    return todo
 
-    def run(path: pathlib.Path) -> tuple[pathlib.Path, int, str]:
+
+def execute_jobs(jobs: list[tuple[pathlib.Path, pathlib.Path, dict]], *, lanes: bool) -> int:
+    """Execute each ``(notebook, cache, env)`` of ``jobs`` into its jupyter-cache.
+
+    With ``lanes``, one kernel per CPU: each notebook runs in a child process confined to one CPU
+    (its kernel inherits the mask), and a CPU takes the next job as soon as it is free. Without,
+    one job after another on the whole machine. Outputs are keyed as Jupyter Book keys them, so a
+    build that follows only renders them. Returns non-zero if a notebook failed (its traceback is
+    printed).
+    """
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    cpus = sorted(os.sched_getaffinity(0)) if lanes else [-1]
+    free: queue.Queue[int] = queue.Queue()
+    for cpu in cpus[:max(1, len(jobs))]:
+        free.put(cpu)
+    where = "each on one CPU" if lanes else "on every CPU"
+    print(f"executing {len(jobs)} notebooks, {free.qsize()} at a time, {where}", flush=True)
+
+    def run(job) -> tuple[pathlib.Path, pathlib.Path, int, str]:
+        path, cache_path, env = job
         cpu = free.get()
         try:
             out = tempfile.NamedTemporaryFile(suffix=".ipynb", delete=False).name
             start = time.perf_counter()
             rc = subprocess.call([sys.executable, __file__, "execute", str(path), out, str(cpu)], env=env,
                                  cwd=ROOT)
-            print(f"  {path.name:32s} {time.perf_counter() - start:6.0f} s on CPU {cpu}"
-                  f"{'' if rc == 0 else ' FAILED'}", flush=True)
-            return path, rc, out
+            seed = env.get(SEED_ENV, "0") or "0"
+            print(f"  {path.name:32s} seed {seed:>2s} {time.perf_counter() - start:6.0f} s"
+                  f"{f' on CPU {cpu}' if cpu >= 0 else ''}{'' if rc == 0 else ' FAILED'}", flush=True)
+            return path, cache_path, rc, out
         finally:
             free.put(cpu)
 
     failed = []
     with ThreadPoolExecutor(max_workers=free.qsize()) as pool:
-        for path, rc, out in pool.map(run, todo):
+        for path, cache_path, rc, out in pool.map(run, jobs):
             try:
                 if rc != 0:
                     failed.append(path.name)
                     continue
                 nb = nbformat.read(out, as_version=4)
                 seconds = nb.metadata.pop("attention_course_execution_seconds")
-                cache.cache_notebook_bundle(CacheBundleIn(nb, str(path), data={"execution_seconds": seconds}),
-                                            check_validity=False, overwrite=True)
+                get_cache(cache_path).cache_notebook_bundle(
+                    CacheBundleIn(nb, str(path), data={"execution_seconds": seconds}),
+                    check_validity=False, overwrite=True)
             finally:
                 os.unlink(out)
     if failed:
@@ -150,31 +172,82 @@ def _execute_in_lanes(env: dict, notebooks: list[pathlib.Path], cache_path: path
     return 0
 
 
-def build_full() -> int:
-    env = {**{k: v for k, v in os.environ.items() if k != FAST_ENV}, **BOOK_ENV}
+def can_use_lanes() -> bool:
+    return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+
+
+def _execute_in_lanes(env: dict, notebooks: list[pathlib.Path], cache_path: pathlib.Path) -> int:
+    """Execute those of ``notebooks`` the cache lacks into it, one kernel per CPU (see
+    :func:`execute_jobs`); nothing where there is one CPU or one notebook to execute: Jupyter
+    Book then executes them one after another."""
+    if not can_use_lanes():
+        return 0
+    todo = uncached(notebooks, cache_path)
+    if len(todo) < 2:
+        return 0
+    return execute_jobs([(path, cache_path, env) for path in todo], lanes=True)
+
+
+def full_env(seed: int) -> dict:
+    """The environment of a full build under seed offset ``seed``: never fast mode."""
+    env = {**{k: v for k, v in os.environ.items() if k not in (FAST_ENV, SEED_ENV)}, **BOOK_ENV}
+    if seed:
+        env[SEED_ENV] = str(seed)
+    return env
+
+
+def _seeded_config(seed: int) -> pathlib.Path:
+    """A copy of the configuration whose cache is the seed's own (see :func:`cache_for`)."""
+    out = seed_root(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["execute"] = dict(config.get("execute", {}), cache=str(cache_for(seed)))
+    local = config.get("sphinx", {}).get("local_extensions") or {}
+    for name, path in local.items():
+        local[name] = str((ROOT / path).resolve())
+    path = out / "_config.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def build_full(seed: int | None = None) -> int:
+    """The full build. Under a seed offset other than 0 (``ATTENTION_COURSE_SEED``) it is strict
+    (``-W -n --keep-going``) and keeps its cache and HTML in ``_build/seeds/N/``: the published
+    book (``_build/html``, ``_build/.jupyter_cache``) only ever holds seed 0."""
+    seed = seed_offset() if seed is None else seed
+    env = full_env(seed)
     start = time.perf_counter()
-    rc = _execute_in_lanes(env, [p for p in _toc_notebooks() if p.stem not in ALONE], CACHE)
+    rc = _execute_in_lanes(env, [p for p in _toc_notebooks() if p.stem not in ALONE], cache_for(seed))
     if rc != 0:
         return rc
-    rc = subprocess.call(_jupyter_book() + ["build", str(ROOT)], env=env, cwd=ROOT)
+    if seed:
+        html = seed_root(seed) / "_build" / "html"
+        args = ["build", str(ROOT), "--config", str(_seeded_config(seed)), "--path-output",
+                str(seed_root(seed)), "-W", "-n", "--keep-going"]
+    else:
+        html = ROOT / "_build" / "html"
+        args = ["build", str(ROOT)]
+    rc = subprocess.call(_jupyter_book() + args, env=env, cwd=ROOT)
     if rc != 0:
         return rc
-    leaked = [p for p in (ROOT / "_build" / "html").rglob("*.html") if FAST_MODE_BANNER in p.read_text(errors="ignore")]
+    banners = [FAST_MODE_BANNER] + ([] if seed else [SEED_BANNER])
+    leaked = [p for p in html.rglob("*.html") if any(b in p.read_text(errors="ignore") for b in banners)]
     if leaked:
-        print(f"error: fast-mode output reached the published book in: {', '.join(map(str, leaked))}\n"
-              f"clear the cache (rm -rf _build/.jupyter_cache) and build again", file=sys.stderr)
+        print(f"error: fast-mode or seeded output reached the book in: {', '.join(map(str, leaked))}\n"
+              f"clear the cache (rm -rf {cache_for(seed)}) and build again", file=sys.stderr)
         return 1
-    print(f"\nbook built in {time.perf_counter() - start:.0f} s: {ROOT / '_build' / 'html' / 'index.html'}")
-    _print_execution_times()
+    print(f"\nbook built in {time.perf_counter() - start:.0f} s"
+          f"{f' (seed offset {seed}, strict)' if seed else ''}: {html / 'index.html'}")
+    _print_execution_times(cache_for(seed))
     return 0
 
 
-def _print_execution_times() -> None:
+def _print_execution_times(cache_path: pathlib.Path = CACHE) -> None:
     """Each notebook's full-mode execution time, as the jupyter-cache recorded it (`tools/cell_times.py`
     times the cells)."""
     from jupyter_cache import get_cache
 
-    records = get_cache(CACHE).list_cache_records()
+    records = get_cache(cache_path).list_cache_records()
     for record in sorted(records, key=lambda r: r.uri):
         seconds = (record.data or {}).get("execution_seconds")
         if seconds is not None:

@@ -5,6 +5,9 @@
   is exactly :func:`setup_cell_source`, and that ``_config.yml`` names the same repository).
 * Fast mode (``ATTENTION_COURSE_FAST=1``) shrinks every experiment so a notebook runs in seconds;
   the tests build the book that way. Full mode is what the book and Colab show.
+* The seed knob (``ATTENTION_COURSE_SEED=N``, default 0) offsets every model-initialisation and
+  data-order seed of every chapter through :func:`seed`; the data sets stay fixed. `make seeds`
+  builds the book under several offsets to see which of its conclusions survive a new seed.
 * :func:`show_source` displays a package function's source in the notebook and in the built book,
   so chapters show the code that actually runs instead of pasting a copy of it.
 """
@@ -22,6 +25,9 @@ __all__ = [
     "REPOSITORY_URL",
     "FAST_ENV",
     "fast_mode",
+    "SEED_ENV",
+    "seed",
+    "seed_offset",
     "pick",
     "report",
     "setup",
@@ -34,6 +40,8 @@ REPOSITORY_URL = "https://github.com/attention-course/attention-course"
 FAST_ENV = "ATTENTION_COURSE_FAST"
 PROGRESS_ENV = "ATTENTION_COURSE_PROGRESS"  # "text": text progress bars, never widgets (the book build)
 FAST_MODE_BANNER = "FAST MODE"  # printed by setup(); `make book` refuses HTML that contains it
+SEED_ENV = "ATTENTION_COURSE_SEED"
+SEED_BANNER = "SEED OFFSET"  # printed by setup() when the offset is not 0; the published book refuses it
 
 T = TypeVar("T")
 
@@ -48,6 +56,39 @@ def pick(full: T, fast: T) -> T:
     return fast if fast_mode() else full
 
 
+def seed_offset() -> int:
+    """The offset ``ATTENTION_COURSE_SEED`` sets (default 0), read at every call.
+
+    Raises:
+      ValueError: when the variable is not a non-negative integer.
+    """
+    text = os.environ.get(SEED_ENV, "").strip()
+    if not text:
+        return 0
+    try:
+        offset = int(text)
+    except ValueError:
+        raise ValueError(f"{SEED_ENV}: expected a non-negative integer, got {text!r}") from None
+    if offset < 0:
+        raise ValueError(f"{SEED_ENV}: expected a non-negative integer, got {offset}")
+    return offset
+
+
+def seed(base: int = 0) -> int:
+    """The seed to use where a chapter would write ``base``: ``base + 1000 * seed_offset()``.
+
+    The factor keeps the seeds of one offset apart from those of the next (with ``base + offset``
+    the second model of offset 0 would be the first model of offset 1).
+
+    Every model's ``nnx.Rngs(...)`` and every training stream's ``seed=`` goes through it, so one
+    environment variable gives a whole chapter new initialisations and a new order of batches
+    while the data sets (generated from seeds of their own) stay the same.
+    """
+    if isinstance(base, bool) or not isinstance(base, numbers.Integral) or base < 0:
+        raise ValueError(f"base: expected a non-negative integer seed, got {base!r}")
+    return int(base) + 1000 * seed_offset()
+
+
 def report() -> str:
     """Two short lines: package, JAX, backend and devices; then the mode."""
     import jax
@@ -57,6 +98,8 @@ def report() -> str:
     devices = jax.devices()
     kinds = sorted({d.device_kind for d in devices})
     mode = f"{FAST_MODE_BANNER}: shrunk experiments, the numbers are not the book's" if fast_mode() else "full mode"
+    if seed_offset():
+        mode += f" · {SEED_BANNER} {seed_offset()}: new initialisations and batch orders"
     return (
         f"attention_course {__version__} · JAX {jax.__version__} · backend {jax.default_backend()} "
         f"({len(devices)} × {', '.join(kinds)})\n{mode}"
