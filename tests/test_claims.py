@@ -192,3 +192,27 @@ def test_seed_study_reads_glued_numbers_and_claims_from_an_executed_notebook(tmp
                                                           date="d", seeds=[0, 1], seconds=1,
                                                           load=[0.0, 0.0]))})
     assert "| `positive` | held | failed |" in page and "| `bleu` | 11.5 | 10.5 | 12.5 |" in page
+
+
+# -- seeded builds keep out of the published book -----------------------------------------------------
+
+
+def test_a_seeded_full_build_has_its_own_cache_and_config(monkeypatch):
+    import yaml
+
+    book = load_tool("book")
+    assert book.cache_for(0) == book.CACHE
+    assert book.cache_for(1) != book.CACHE and book.cache_for(1).is_relative_to(book.seed_root(1))
+    monkeypatch.setenv(runtime.FAST_ENV, "1")
+    monkeypatch.setenv(runtime.SEED_ENV, "5")
+    env = book.full_env(1)
+    assert runtime.FAST_ENV not in env and env[runtime.SEED_ENV] == "1"
+    assert runtime.SEED_ENV not in book.full_env(0), "offset 0 builds the published book"
+    monkeypatch.setattr(book, "seed_root", lambda seed, root=book.ROOT: root / "_build" / "test-seeds" / str(seed))
+    try:
+        config = yaml.safe_load(book._seeded_config(3).read_text())
+        assert config["execute"]["cache"] == str(book.cache_for(3))
+        assert config["execute"]["raise_on_error"] is True, "a failing claim fails the seeded build"
+    finally:
+        import shutil
+        shutil.rmtree(book.ROOT / "_build" / "test-seeds", ignore_errors=True)
