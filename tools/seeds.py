@@ -11,6 +11,10 @@ reads back every number and claim each run glued and writes, per chapter:
   (``Claims.spread``) to show the spread in their figures; it ships with the package, so Colab has it.
 * ``book/seed_study.md``: the same as tables, a page of the book.
 
+``KEEP=1`` keeps the committed study's other seeds: ``KEEP=1 SEEDS=0,1 make seeds`` runs two seeds
+again (after a change that adds claims, say) and keeps the third as it was, each seed's run stamped
+with its own commit.
+
 Both are stamped with the commit, the CPU, the JAX version, the seeds, the time each run took and
 the machine's load. The recurrent chapters run side by side, one per CPU, as `make book` runs them;
 chapters 06 and 07, which time large products, run alone.
@@ -66,6 +70,27 @@ def read_run(path: pathlib.Path, seed: int) -> tuple[dict, float | None]:
     record = cache.match_cache_notebook(nbformat.read(path, as_version=4))
     bundle = cache.get_cache_bundle(record.pk)
     return glued(bundle.nb), (record.data or {}).get("execution_seconds")
+
+
+def previous_runs(path: pathlib.Path, keep: bool) -> tuple[dict[int, dict], dict[int, dict]]:
+    """With ``keep`` (``KEEP=1 make seeds SEEDS=...``), the per-seed values and stamps of the
+    committed study at ``path``, so that a run of some seeds adds to the others instead of
+    replacing them (each seed's run keeps its own commit in the stamp)."""
+    if not keep or not path.exists():
+        return {}, {}
+    old = json.loads(path.read_text())
+    seeds = old["stamp"]["seeds"]
+    runs: dict[int, dict] = {s: {} for s in seeds}
+    for kind in ("numbers", "claims", "words"):
+        for name, entry in old.get(kind, {}).items():
+            key = "claim_" + name if kind == "claims" else name
+            for s, value in zip(seeds, entry["seeds"]):
+                if value is not None:
+                    runs[s][key] = value
+    meta = {int(s): m for s, m in old["stamp"].get("runs", {}).items()}
+    for s in seeds:
+        meta.setdefault(s, dict(commit=old["stamp"]["commit"], seconds=None, date=old["stamp"]["date"]))
+    return runs, meta
 
 
 def _is_number(x) -> bool:
@@ -141,7 +166,9 @@ def page(studies: dict[str, dict]) -> str:
         st = study["stamp"]
         lines += [f"## {chapter}", "",
                   f"Seeds {', '.join(map(str, st['seeds']))}; {st['seconds']} s of runs"
-                  f" (load average {st['load'][0]} before, {st['load'][1]} after).", ""]
+                  f" (load average {st['load'][0]} before, {st['load'][1]} after)"
+                  + "".join(f"; seed {k}: commit `{m['commit']}`, {m['seconds']} s"
+                            for k, m in st.get("runs", {}).items()) + ".", ""]
         if study["claims"] or study["words"]:
             lines += ["| claim | " + " | ".join(f"seed {s}" for s in st["seeds"]) + " |",
                       "|---|" + "---|" * len(st["seeds"])]
@@ -180,13 +207,14 @@ def main(argv: list[str]) -> int:
     seconds, load1 = time.perf_counter() - start, os.getloadavg()[0]
     STUDY_DIR.mkdir(parents=True, exist_ok=True)
     for path in notebooks:
-        runs, times = {}, []
+        runs, meta = previous_runs(STUDY_DIR / f"{path.stem}.json", keep=os.environ.get("KEEP", "") == "1")
+        here = stamp(seeds, 0, (load0, load1))
         for s in seeds:
             runs[s], t = read_run(path, s)
-            times.append(t)
+            meta[s] = dict(commit=here["commit"], seconds=round(t) if t else None, date=here["date"])
         study = summarise(runs)
-        study["stamp"] = dict(stamp(seeds, sum(t or 0 for t in times), (load0, load1)),
-                              run_seconds=[round(t) if t else None for t in times])
+        study["stamp"] = dict(here, seeds=sorted(runs), seconds=sum(m["seconds"] or 0 for m in meta.values()),
+                              runs={str(s): meta[s] for s in sorted(meta)})
         (STUDY_DIR / f"{path.stem}.json").write_text(json.dumps(study, indent=1) + "\n")
         print(f"  {path.stem}: {len(study['numbers'])} numbers, {len(study['claims'])} claims")
     studies = {}
