@@ -3,7 +3,6 @@ executed notebooks (tools/seeds.py)."""
 
 import json
 
-import nbformat
 import pytest
 
 from attention_course import claims as claims_module
@@ -159,39 +158,6 @@ def test_committed_seed_studies_belong_to_chapters():
         assert set(study) >= {"numbers", "claims", "stamp"}, path
         assert {"commit", "cpu", "jax", "seeds"} <= set(study["stamp"]), path
         assert len(study["stamp"]["seeds"]) >= 3, "at least three seeds"
-
-
-# -- the seed study reads what a notebook glued ------------------------------------------------------
-
-
-def test_seed_study_reads_glued_numbers_and_claims_from_an_executed_notebook(tmp_path):
-    from nbclient import NotebookClient
-
-    seeds = load_tool("seeds")
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(
-        "from attention_course.runtime import glue\n"
-        "from attention_course.claims import Claims\n"
-        "claims = Claims('99_test')\n"
-        "glue('bleu', 12.5)\nglue('buckets', 3)\nglue('curve', [1.0, 2.0])\n"
-        "claims.check('positive', 12.5 > 0, 'BLEU is positive')\n"
-        "claims.ratio('speed', 0.5, 1.0)")]
-    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
-    values = seeds.glued(nb)
-    assert values["bleu"] == 12.5 and values["buckets"] == 3 and values["curve"] == [1.0, 2.0]
-    assert values["claim_positive"] == "held" and values["claim_speed"] == "less than"
-
-    study = seeds.summarise({0: values, 1: dict(values, bleu=10.5, curve=[3.0, 0.0],
-                                                 claim_positive="failed")})
-    assert study["numbers"]["bleu"] == dict(seeds=[12.5, 10.5], mean=11.5, min=10.5, max=12.5)
-    assert study["numbers"]["curve"]["min"] == [1.0, 0.0] and study["numbers"]["curve"]["max"] == [3.0, 2.0]
-    assert study["claims"]["positive"]["seeds"] == ["held", "failed"]
-    assert study["claims"]["speed"]["seeds"] == ["less than", "less than"]
-    page = seeds.page({"99_test": dict(study, stamp=dict(commit="abc", cpus=2, cpu="cpu", jax="0",
-                                                          date="d", seeds=[0, 1], seconds=1,
-                                                          load=[0.0, 0.0]))})
-    assert "| `positive` | held | failed |" in page and "| `bleu` | 11.5 | 10.5 | 12.5 |" in page
 
 
 # -- seeded builds keep out of the published book -----------------------------------------------------

@@ -1,8 +1,12 @@
 """A measured number patched on purpose makes a claim false, and the book build fails naming the
 chapter and the claim (issue 24). The book here is a one-chapter Jupyter Book built as `make test`
 builds the course (strict, fast mode, raise_on_error), around a real measurement: the compiled
-memory of chapter 07's sliding-window attention, which grows linearly with the length."""
+memory of chapter 07's sliding-window attention, which grows linearly with the length.
 
+Also the seed study's reading of what an executed notebook glued with myst-nb (tools/seeds.py).
+Both need the book's own packages (Jupyter Book, myst-nb), so the Colab twin leaves this file out."""
+
+import json
 import os
 import subprocess
 
@@ -68,3 +72,36 @@ def test_a_falsified_number_fails_the_strict_build_and_names_the_claim(tmp_path)
     assert "ClaimError" in log and "chapter 99_falsified, claim 'window_memory_linear' does not hold" in log, \
         log[-3000:]
     assert "growth = " in log, "the failure shows the numbers"
+
+
+# -- the seed study reads what a notebook glued ------------------------------------------------------
+
+
+def test_seed_study_reads_glued_numbers_and_claims_from_an_executed_notebook(tmp_path):
+    from nbclient import NotebookClient
+
+    seeds = load_tool("seeds")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(
+        "from attention_course.runtime import glue\n"
+        "from attention_course.claims import Claims\n"
+        "claims = Claims('99_test')\n"
+        "glue('bleu', 12.5)\nglue('buckets', 3)\nglue('curve', [1.0, 2.0])\n"
+        "claims.check('positive', 12.5 > 0, 'BLEU is positive')\n"
+        "claims.ratio('speed', 0.5, 1.0)")]
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    values = seeds.glued(nb)
+    assert values["bleu"] == 12.5 and values["buckets"] == 3 and values["curve"] == [1.0, 2.0]
+    assert values["claim_positive"] == "held" and values["claim_speed"] == "less than"
+
+    study = seeds.summarise({0: values, 1: dict(values, bleu=10.5, curve=[3.0, 0.0],
+                                                 claim_positive="failed")})
+    assert study["numbers"]["bleu"] == dict(seeds=[12.5, 10.5], mean=11.5, min=10.5, max=12.5)
+    assert study["numbers"]["curve"]["min"] == [1.0, 0.0] and study["numbers"]["curve"]["max"] == [3.0, 2.0]
+    assert study["claims"]["positive"]["seeds"] == ["held", "failed"]
+    assert study["claims"]["speed"]["seeds"] == ["less than", "less than"]
+    page = seeds.page({"99_test": dict(study, stamp=dict(commit="abc", cpus=2, cpu="cpu", jax="0",
+                                                          date="d", seeds=[0, 1], seconds=1,
+                                                          load=[0.0, 0.0]))})
+    assert "| `positive` | held | failed |" in page and "| `bleu` | 11.5 | 10.5 | 12.5 |" in page
