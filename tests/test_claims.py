@@ -144,6 +144,17 @@ def test_fast_mode_reports_a_false_check_unless_it_is_exact(claims, monkeypatch,
         claims.check("bleu_flat", False, "the curve stays flat")
 
 
+def test_the_seed_study_records_a_false_claim_and_runs_on(claims, monkeypatch, capsys):
+    monkeypatch.setenv(claims_module.CLAIMS_ENV, "record")
+    assert not claims.check("bleu_flat", False, "the curve stays flat", drop=0.3)
+    out = capsys.readouterr().out
+    assert "DOES NOT HOLD" in out and "'bleu_flat'" in out and "drop = 0.3" in out
+    assert claims.results["bleu_flat"] == "failed"
+    monkeypatch.setenv(runtime.FAST_ENV, "1")
+    assert not claims.check("memory", False, "compiled memory grows fourfold", fast=True)
+    assert claims.results["memory"] == "failed"
+
+
 def test_spread_reads_the_committed_seed_study(tmp_path, monkeypatch, claims):
     monkeypatch.setattr(claims_module, "SEED_STUDY_DIR", tmp_path)
     assert claims.spread("x") is None, "no study: no spread"

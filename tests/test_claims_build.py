@@ -15,6 +15,7 @@ import pytest
 import yaml
 from nbclient import NotebookClient
 
+from attention_course import claims as claims_module
 from attention_course import runtime
 from test_publish import ROOT, load_tool
 
@@ -105,3 +106,30 @@ def test_seed_study_reads_glued_numbers_and_claims_from_an_executed_notebook(tmp
                                                           date="d", seeds=[0, 1], seconds=1,
                                                           load=[0.0, 0.0]))})
     assert "| `positive` | held | failed |" in page and "| `bleu` | 11.5 | 10.5 | 12.5 |" in page
+
+
+def test_a_seed_whose_claim_failed_is_recorded_and_leaves_the_cache(tmp_path, monkeypatch):
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    seeds = load_tool("seeds")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(
+        "from attention_course.claims import Claims\n"
+        "claims = Claims('99_test')\n"
+        "claims.check('flat', False, 'the curve is flat', drop=0.4)\n"
+        "claims.check('positive', True, 'BLEU is positive')")]
+    path = tmp_path / "99_test.ipynb"
+    env = seeds.study_env(1)
+    assert env[claims_module.CLAIMS_ENV] == "record" and env[runtime.SEED_ENV] == "1"
+    monkeypatch.setenv(claims_module.CLAIMS_ENV, "record")
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()  # runs on past the false claim
+    nbformat.write(nb, path)
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setattr(seeds.book, "cache_for", lambda seed: cache_dir)
+    get_cache(cache_dir).cache_notebook_bundle(CacheBundleIn(nb, str(path)), check_validity=False)
+    values, _ = seeds.read_run(path, 1)
+    assert values["claim_flat"] == "failed" and values["claim_positive"] == "held"
+    with pytest.raises(KeyError):  # the strict build of seed 1 will execute it again, and fail
+        get_cache(cache_dir).match_cache_notebook(nbformat.read(path, as_version=4))

@@ -11,6 +11,10 @@ reads back every number and claim each run glued and writes, per chapter:
   (``Claims.spread``) to show the spread in their figures; it ships with the package, so Colab has it.
 * ``book/seed_study.md``: the same as tables, a page of the book.
 
+Claims are recorded, not raised, in these runs (``ATTENTION_COURSE_CLAIMS=record``), so that one
+false claim does not hide the rest of its chapter; a run in which a claim failed is then taken out
+of its seed's cache, so that the strict build of that seed executes it again and fails, naming it.
+
 ``KEEP=1`` keeps the committed study's other seeds: ``KEEP=1 SEEDS=0,1 make seeds`` runs two seeds
 again (after a change that adds claims, say) and keeps the third as it was, each seed's run stamped
 with its own commit.
@@ -35,6 +39,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import book  # noqa: E402  (tools/book.py)
+from attention_course.claims import CLAIMS_ENV  # noqa: E402
 
 ROOT = book.ROOT
 STUDY_DIR = ROOT / "src" / "attention_course" / "seed_study"
@@ -61,15 +66,29 @@ def glued(nb) -> dict:
     return values
 
 
+def study_env(seed: int) -> dict:
+    """A full build's environment under ``seed``, with claims recorded instead of raised, so that
+    one false claim does not hide the rest of the chapter from the study."""
+    return dict(book.full_env(seed), **{CLAIMS_ENV: "record"})
+
+
 def read_run(path: pathlib.Path, seed: int) -> tuple[dict, float | None]:
-    """The glued values of ``path``'s run under ``seed`` (from its cache), and its seconds."""
+    """The glued values of ``path``'s run under ``seed`` (from its cache), and its seconds.
+
+    A run in which a claim failed is then taken out of the cache: the strict book build of that
+    seed executes the chapter again and fails on the claim, as it would have without the study."""
     import nbformat
     from jupyter_cache import get_cache
 
     cache = get_cache(book.cache_for(seed))
     record = cache.match_cache_notebook(nbformat.read(path, as_version=4))
     bundle = cache.get_cache_bundle(record.pk)
-    return glued(bundle.nb), (record.data or {}).get("execution_seconds")
+    values = glued(bundle.nb)
+    failed = sorted(k[len("claim_"):] for k, v in values.items() if k.startswith("claim_") and v == "failed")
+    if failed:
+        cache.remove_cache(record.pk)
+        print(f"  {path.stem} seed {seed}: claims that did not hold: {', '.join(failed)}")
+    return values, (record.data or {}).get("execution_seconds")
 
 
 def previous_runs(path: pathlib.Path, keep: bool) -> tuple[dict[int, dict], dict[int, dict]]:
@@ -196,9 +215,9 @@ def main(argv: list[str]) -> int:
         return 2
     start, load0 = time.perf_counter(), os.getloadavg()[0]
     lanes = book.can_use_lanes()
-    side = [(p, book.cache_for(s), book.full_env(s)) for s in seeds for p in notebooks
+    side = [(p, book.cache_for(s), study_env(s)) for s in seeds for p in notebooks
             if p.stem not in book.ALONE and p in book.uncached([p], book.cache_for(s))]
-    alone = [(p, book.cache_for(s), book.full_env(s)) for s in seeds for p in notebooks
+    alone = [(p, book.cache_for(s), study_env(s)) for s in seeds for p in notebooks
              if (p.stem in book.ALONE or not lanes) and p in book.uncached([p], book.cache_for(s))]
     side = [job for job in side if lanes]
     for jobs, in_lanes in ((side, True), (alone, False)):

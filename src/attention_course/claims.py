@@ -15,7 +15,8 @@ notebook next to its measurement, in one of two ways:
   fast mode the experiments are shrunk and the book's sentences need not hold: a false claim
   prints that it was not checked, unless it is marked ``fast=True`` (a claim on exact or compiled
   quantities, which holds at any size). ``ATTENTION_COURSE_CLAIMS=strict`` checks every claim in
-  fast mode too.
+  fast mode too; ``ATTENTION_COURSE_CLAIMS=record`` (the seed study's runs) records a false claim
+  as failed and lets the notebook run on.
 
 Each claim prints one line under its cell (what was claimed, the numbers, held or not), and is
 recorded for the seed study: glued, without display, as ``claim_<name>`` with the words chosen or
@@ -36,7 +37,8 @@ from attention_course import runtime
 
 __all__ = ["ClaimError", "Claims", "CLAIMS_ENV", "SEED_STUDY_DIR", "seed_study"]
 
-CLAIMS_ENV = "ATTENTION_COURSE_CLAIMS"  # "strict": fast mode checks every claim too
+CLAIMS_ENV = "ATTENTION_COURSE_CLAIMS"  # "strict": fast mode checks every claim too; "record":
+# a false claim is recorded, not raised (the seed study's runs)
 SEED_STUDY_DIR = Path(__file__).with_name("seed_study")  # written by `make seeds` (tools/seeds.py)
 PREFIX = "claim_"
 
@@ -47,6 +49,12 @@ class ClaimError(AssertionError):
 
 def _strict() -> bool:
     return os.environ.get(CLAIMS_ENV, "").strip().lower() == "strict"
+
+
+def _recording() -> bool:
+    """``ATTENTION_COURSE_CLAIMS=record`` (`make seeds`): a false claim is recorded and printed,
+    and the notebook runs on, so that the seed study sees every claim of every seed."""
+    return os.environ.get(CLAIMS_ENV, "").strip().lower() == "record"
 
 
 def _number(name: str, value: Any) -> float:
@@ -177,7 +185,7 @@ class Claims:
 
         Raises:
           ClaimError: in full mode (or with ``fast=True``, or ``ATTENTION_COURSE_CLAIMS=strict``)
-            when the claim does not hold.
+            when the claim does not hold; never under ``ATTENTION_COURSE_CLAIMS=record``.
         """
         if not isinstance(statement, str) or not statement:
             raise ValueError("statement: say in words what the prose claims")
@@ -194,8 +202,12 @@ class Claims:
             return False
         self._record(name, "failed")
         seed = f", seed offset {runtime.seed_offset()}" if runtime.seed_offset() else ""
-        raise ClaimError(f"chapter {self.chapter}, claim {name!r} does not hold{seed}: {statement}"
-                         + (f" ({numbers_text})" if numbers_text else ""))
+        message = (f"chapter {self.chapter}, claim {name!r} does not hold{seed}: {statement}"
+                   + (f" ({numbers_text})" if numbers_text else ""))
+        if _recording():
+            print(f"DOES NOT HOLD (recorded for the seed study): {message}")
+            return False
+        raise ClaimError(message)
 
     # -- the seed study ---------------------------------------------------------------------
 
