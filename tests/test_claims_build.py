@@ -133,3 +133,29 @@ def test_a_seed_whose_claim_failed_is_recorded_and_leaves_the_cache(tmp_path, mo
     assert values["claim_flat"] == "failed" and values["claim_positive"] == "held"
     with pytest.raises(KeyError):  # the strict build of seed 1 will execute it again, and fail
         get_cache(cache_dir).match_cache_notebook(nbformat.read(path, as_version=4))
+
+
+def test_a_run_older_than_the_seed_study_it_draws_is_executed_again(tmp_path, monkeypatch):
+    import time
+
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    book = load_tool("book")
+    monkeypatch.setattr(book, "SEED_STUDY", tmp_path)
+    cache_dir = tmp_path / "cache"
+    paths = []
+    for stem, code in (("98_band", "band = claims.spread('curve')"), ("99_plain", "x = 1")):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.cells = [nbformat.v4.new_code_cell(code)]
+        nbformat.write(nb, tmp_path / f"{stem}.ipynb")
+        get_cache(cache_dir).cache_notebook_bundle(CacheBundleIn(nb, str(tmp_path / f"{stem}.ipynb")),
+                                                   check_validity=False)
+        paths.append(tmp_path / f"{stem}.ipynb")
+    assert book.drop_runs_older_than_their_seed_study(paths, cache_dir) == [], "no study yet"
+    time.sleep(1.1)
+    for stem in ("98_band", "99_plain"):
+        (tmp_path / f"{stem}.json").write_text("{}")
+    assert book.drop_runs_older_than_their_seed_study(paths, cache_dir) == ["98_band.ipynb"]
+    assert book.uncached(paths, cache_dir) == [paths[0]], "the chapter without a band keeps its run"

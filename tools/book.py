@@ -50,6 +50,7 @@ def _jupyter_book() -> list[str]:
 # as long alone, and two side by side take the time of one and a half (measured on 2 cores: all
 # five in 777 s, against about 1120 s one after another, unconfined).
 ALONE = {"06_self_attention", "07_beyond"}
+SEED_STUDY = ROOT / "src" / "attention_course" / "seed_study"  # `make seeds` writes it (tools/seeds.py)
 CACHE = ROOT / yaml.safe_load((ROOT / "_config.yml").read_text())["execute"]["cache"]
 
 
@@ -115,6 +116,36 @@ def uncached(notebooks: list[pathlib.Path], cache_path: pathlib.Path) -> list[pa
         except KeyError:
             todo.append(path)
     return todo
+
+
+def drop_runs_older_than_their_seed_study(notebooks: list[pathlib.Path], cache_path: pathlib.Path) -> list[str]:
+    """Take out of the cache at ``cache_path`` the runs of those ``notebooks`` that draw the seed
+    study's spread (``claims.spread``) and were executed before their committed study was written
+    (`make seeds`): the cache keys on code cells only, and would keep showing figures without the
+    study's bands. Returns the names of the notebooks dropped."""
+    import datetime
+
+    import nbformat
+    from jupyter_cache import get_cache
+
+    study_dir = SEED_STUDY
+    cache, dropped = get_cache(cache_path), []
+    for path in notebooks:
+        study = study_dir / f"{path.stem}.json"
+        if not study.exists() or "claims.spread(" not in path.read_text():
+            continue
+        try:
+            record = cache.match_cache_notebook(nbformat.read(path, as_version=4))
+        except KeyError:
+            continue
+        written = datetime.datetime.fromtimestamp(study.stat().st_mtime, datetime.timezone.utc)
+        created = record.created if record.created.tzinfo else record.created.replace(tzinfo=datetime.timezone.utc)
+        if created < written:
+            cache.remove_cache(record.pk)
+            dropped.append(path.name)
+    if dropped:
+        print(f"executing again, to draw the seed study written since their run: {', '.join(dropped)}")
+    return dropped
 
 
 def execute_jobs(jobs: list[tuple[pathlib.Path, pathlib.Path, dict]], *, lanes: bool) -> int:
@@ -217,6 +248,7 @@ def build_full(seed: int | None = None) -> int:
     seed = seed_offset() if seed is None else seed
     env = full_env(seed)
     start = time.perf_counter()
+    drop_runs_older_than_their_seed_study(_toc_notebooks(), cache_for(seed))
     rc = _execute_in_lanes(env, [p for p in _toc_notebooks() if p.stem not in ALONE], cache_for(seed))
     if rc != 0:
         return rc
