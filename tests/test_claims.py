@@ -161,6 +161,12 @@ def test_spread_reads_the_committed_seed_study(tmp_path, monkeypatch, claims):
     (tmp_path / "07_beyond.json").write_text(json.dumps(
         {"numbers": {"x": {"seeds": [1, 2, 3], "mean": 2, "min": 1, "max": 3}}}))
     assert claims.spread("x")["max"] == 3 and claims.spread("y") is None
+    (tmp_path / "07_beyond.json").write_text(json.dumps(
+        {"numbers": {"c": {"seeds": [[1, 2], [3, 4]], "mean": [2, 3], "min": [1, 2], "max": [3, 4]}}}))
+    assert claims.spread("c", like=[0.5, 0.5])["max"] == [3, 4]
+    assert claims.spread("c", like=[0.5, 0.5, 0.5]) is None, "the experiment changed since the study"
+    monkeypatch.setenv(runtime.FAST_ENV, "1")
+    assert claims.spread("c") is None, "fast mode's shrunk runs are not the study's"
 
 
 def test_committed_seed_studies_belong_to_chapters():

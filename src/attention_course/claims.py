@@ -211,11 +211,19 @@ class Claims:
 
     # -- the seed study ---------------------------------------------------------------------
 
-    def spread(self, name: str) -> dict | None:
+    def spread(self, name: str, like: Sequence | None = None) -> dict | None:
         """The seed study's record of the glued number ``name``: a dict with ``mean``, ``min``,
         ``max`` and ``seeds`` (the values, one per seed, for lists one list per seed), or None
-        where the committed study does not have it (a number added since it ran)."""
+        where there is nothing to draw: the committed study lacks it (a number added since it
+        ran), the notebook runs in fast mode (the study ran the full experiments), or ``like``
+        (this run's list) has another length than the study's (the experiment has changed)."""
+        if runtime.fast_mode():
+            return None
         study = seed_study(self.chapter)
         if study is None:
             return None
-        return study.get("numbers", {}).get(name)
+        entry = study.get("numbers", {}).get(name)
+        if entry is not None and like is not None and (
+                not isinstance(entry["min"], list) or len(entry["min"]) != len(like)):
+            return None
+        return entry
