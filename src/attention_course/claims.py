@@ -30,6 +30,7 @@ import json
 import math
 import numbers
 import os
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -76,6 +77,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+# The book's column holds about 85 characters of 13 px monospace; a claim's line is wrapped
+# below that, so its numbers never make the cell's output scroll sideways.
+LINE_WIDTH = 76
+
+
+def _say(text: str) -> None:
+    print(textwrap.fill(text, width=LINE_WIDTH, subsequent_indent="    ",
+                        break_long_words=True, break_on_hyphens=False))
+
+
 def _numbers_text(values: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} = {_fmt(v)}" for k, v in values.items())
 
@@ -117,7 +128,7 @@ class Claims:
     def _words(self, name: str, words: str, rule: str, values: Mapping[str, Any]) -> str:
         self._record(name, words)
         runtime.glue(name, words)
-        print(f"  (rule: {rule}; {_numbers_text(values)})")
+        _say(f"  (rule: {rule}; {_numbers_text(values)})")
         return words
 
     # -- words that follow the numbers --------------------------------------------------------
@@ -193,11 +204,11 @@ class Claims:
         numbers_text = _numbers_text(values)
         if ok:
             self._record(name, "held")
-            print(f"checked: {statement}" + (f" ({numbers_text})" if numbers_text else ""))
+            _say(f"checked: {statement}" + (f" ({numbers_text})" if numbers_text else ""))
             return True
         if runtime.fast_mode() and not fast and not _strict():
             self._record(name, "unchecked")
-            print(f"not checked in fast mode (shrunk experiments): {statement}"
+            _say(f"not checked in fast mode (shrunk experiments): {statement}"
                   + (f" ({numbers_text})" if numbers_text else ""))
             return False
         self._record(name, "failed")
@@ -205,7 +216,7 @@ class Claims:
         message = (f"chapter {self.chapter}, claim {name!r} does not hold{seed}: {statement}"
                    + (f" ({numbers_text})" if numbers_text else ""))
         if _recording():
-            print(f"DOES NOT HOLD (recorded for the seed study): {message}")
+            _say(f"DOES NOT HOLD (recorded for the seed study): {message}")
             return False
         raise ClaimError(message)
 
