@@ -30,7 +30,6 @@ import json
 import math
 import numbers
 import os
-import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -77,14 +76,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-# The book's column holds about 85 characters of 13 px monospace; a claim's line is wrapped
-# below that, so its numbers never make the cell's output scroll sideways.
-LINE_WIDTH = 76
-
-
-def _say(text: str) -> None:
-    print(textwrap.fill(text, width=LINE_WIDTH, subsequent_indent="    ",
-                        break_long_words=True, break_on_hyphens=False))
+_say = runtime.say  # wrapped at the book's column
 
 
 def _numbers_text(values: Mapping[str, Any]) -> str:

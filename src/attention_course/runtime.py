@@ -241,7 +241,20 @@ def _show(name: str, value: Any) -> None:
         text = f"{float(value):.4g}"
     else:
         text = str(value)
-    print(f"{name} = {text}")
+    say(f"{name} = {text}")
+
+
+# The book's column holds about 85 characters of 13 px monospace: printed lines are wrapped
+# below that, so that a long value never makes a cell's output scroll sideways.
+LINE_WIDTH = 76
+
+
+def say(text: str) -> None:
+    """Print ``text`` wrapped at :data:`LINE_WIDTH`, continuation lines indented."""
+    import textwrap
+
+    print(textwrap.fill(text, width=LINE_WIDTH, subsequent_indent="    ",
+                        break_long_words=True, break_on_hyphens=False))
 
 
 def in_colab() -> bool:
