@@ -92,6 +92,23 @@ def _check_inputs(source, source_lengths, max_length: int) -> None:
         raise ValueError(f"max_length: expected a positive int, got {max_length!r}")
 
 
+def _check_capacity(model, max_length: int) -> None:
+    """A model with a fixed capacity (the Transformer's position table and key/value cache) cannot
+    decode past it: refuse instead of dropping keys and clamping positions."""
+    capacity = getattr(model, "max_length", None)
+    if isinstance(capacity, int) and max_length > capacity:
+        raise ValueError(f"max_length: {max_length} tokens to decode, but {type(model).__name__}'s "
+                         f"max_length is {capacity} (its position table and cache end there)")
+
+
+def _for_inference(graphdef, model_state):
+    """The model rebuilt inside the compiled search, in evaluation mode: dropout off (its
+    ``deterministic`` set), whatever mode the caller's model is in, which stays as it was."""
+    model = nnx.merge(graphdef, model_state)
+    model.eval()
+    return model
+
+
 def _forbid(logits: jax.Array) -> jax.Array:
     """A decoder never emits PAD or BOS."""
     return logits.at[:, PAD_ID].set(-jnp.inf).at[:, BOS_ID].set(-jnp.inf)
@@ -104,7 +121,7 @@ def _probe_step(model, memory, state, prev):
 
 @partial(jax.jit, static_argnums=(0, 4))
 def _greedy(graphdef, model_state, source, source_lengths, max_length: int):
-    model = nnx.merge(graphdef, model_state)
+    model = _for_inference(graphdef, model_state)
     B = source.shape[0]
     memory = model.encode(source, source_lengths)
     state = model.init_decoder(memory)
@@ -166,6 +183,7 @@ def greedy_decode(model, source, source_lengths, *, max_length: int) -> DecodeRe
     """
     _check_model(model)
     _check_inputs(source, source_lengths, max_length)
+    _check_capacity(model, max_length)
     graphdef, state = nnx.split(model)
     tokens, lengths, log_prob, attention = _greedy(graphdef, state, jnp.asarray(source, jnp.int32),
                                                    jnp.asarray(source_lengths, jnp.int32), max_length)
@@ -194,7 +212,7 @@ def length_penalty(lengths: jax.Array, alpha: float) -> jax.Array:
 
 @partial(jax.jit, static_argnums=(0, 4, 5))
 def _beam(graphdef, model_state, source, source_lengths, max_length: int, K: int, alpha):
-    model = nnx.merge(graphdef, model_state)
+    model = _for_inference(graphdef, model_state)
     B = source.shape[0]
     memory = _repeat(model.encode(source, source_lengths), K)
     state = model.init_decoder(memory)
@@ -266,6 +284,7 @@ def beam_search(model, source, source_lengths, *, beam_size: int, max_length: in
     """
     _check_model(model)
     _check_inputs(source, source_lengths, max_length)
+    _check_capacity(model, max_length)
     if not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"beam_size: expected a positive int, got {beam_size!r}")
     if alpha < 0:

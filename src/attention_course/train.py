@@ -187,14 +187,18 @@ class Trainer:
         self.traces += 1  # runs at trace time only
         graphdef, loss_fn, optimizer = self.graphdef, self.loss_fn, self.optimizer
 
-        def objective(p):
-            model = nnx.merge(graphdef, p, rest)
+        # The non-parameter state (dropout's RNG counter, say) is copied inside the differentiated
+        # function: merged as it comes, its Variables would belong to the outer trace, and a
+        # Dropout's update of its counter would fail ("Cannot mutate RngCount from a different
+        # trace level"). A tree map rebuilds them in the gradient's trace, in every flax version.
+        def objective(p, r):
+            model = nnx.merge(graphdef, p, jax.tree.map(lambda x: x, r))
             out = loss_fn(model, batch)
             loss, metrics = out if isinstance(out, tuple) else (out, {})
             _, _, new_rest = nnx.split(model, nnx.Param, ...)
             return loss, (metrics, new_rest)
 
-        (loss, (metrics, new_rest)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        (loss, (metrics, new_rest)), grads = jax.value_and_grad(objective, has_aux=True)(params, rest)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return params, new_rest, opt_state, loss, metrics
