@@ -22,7 +22,9 @@ def test_weight_properties(T_y, T_x, scaled, width):
         assert mu[-1] == pytest.approx(T_x - 1)  # the cursors finish together
     peak = w.argmax(1)
     assert np.all(np.diff(peak) >= 0)  # the mass moves monotonically
-    assert np.all(np.abs(peak - mu) <= 0.5 + 1e-6)  # and is centred on the cursor
+    # and is centred on the cursor: within half a position, up to float32's rounding of mu (a tie
+    # at mu = 8.5, computed as 8.500002, can peak at 8 or 9)
+    assert np.all(np.abs(peak - mu) <= 0.5 + 8 * np.finfo(np.float32).eps * max(T_x, 1))
     if width == 0:
         assert np.all((w == 0) | (w == 1))
 

@@ -30,7 +30,7 @@ def test_show_source_renders_the_function_as_markdown():
     assert md.startswith("```python\ndef masked_softmax(") and md.endswith("```")
     assert "Softmax of" in md
     bare = runtime.show_source(pooling.masked_softmax, docstring=False)._repr_markdown_()
-    assert "Softmax of" not in bare and "def masked_softmax(" in bare and "return exp /" in bare
+    assert "Softmax of" not in bare and "def masked_softmax(" in bare and "return (exp /" in bare
 
 
 def test_show_source_rejects_objects_without_source():

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention_course import decode, rnn
+from attention_course import _checks, decode, rnn
 from attention_course.train import sequence_cross_entropy
 
 __all__ = ["EncoderDecoder", "reverse_source_words", "loss", "position_accuracy", "FLAVOURS"]
@@ -67,10 +67,7 @@ class EncoderDecoder(nnx.Module):
                  flavour: Literal["cho", "sutskever"] = "cho", reverse_source: bool = False, rngs: nnx.Rngs):
         if flavour not in FLAVOURS:
             raise ValueError(f"flavour: expected one of {FLAVOURS}, got {flavour!r}")
-        for name, value in (("source_vocab", source_vocab), ("target_vocab", target_vocab),
-                            ("embed", embed), ("hidden", hidden)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        _checks.positive_ints(source_vocab=source_vocab, target_vocab=target_vocab, embed=embed, hidden=hidden)
         self.flavour = flavour
         self.reverse_source = reverse_source
         self.hidden = hidden

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from attention_course import _checks
+
 __all__ = ["DecodeResult", "teacher_force", "greedy_decode", "beam_search", "translate", "Translation",
            "PAD_ID", "BOS_ID", "EOS_ID"]
 
@@ -88,8 +90,7 @@ def _check_inputs(source, source_lengths, max_length: int) -> None:
     lo, hi = int(jnp.min(source_lengths)), int(jnp.max(source_lengths))
     if lo < 1 or hi > T:
         raise ValueError(f"source_lengths: every length must be in [1, {T}], got min {lo}, max {hi}")
-    if not isinstance(max_length, int) or max_length < 1:
-        raise ValueError(f"max_length: expected a positive int, got {max_length!r}")
+    _checks.positive_int("max_length", max_length)
 
 
 def _check_capacity(model, max_length: int) -> None:
@@ -285,8 +286,7 @@ def beam_search(model, source, source_lengths, *, beam_size: int, max_length: in
     _check_model(model)
     _check_inputs(source, source_lengths, max_length)
     _check_capacity(model, max_length)
-    if not isinstance(beam_size, int) or beam_size < 1:
-        raise ValueError(f"beam_size: expected a positive int, got {beam_size!r}")
+    _checks.positive_int("beam_size", beam_size)
     if alpha < 0:
         raise ValueError(f"alpha: expected a non-negative length-penalty exponent, got {alpha}")
     graphdef, state = nnx.split(model)
@@ -322,8 +322,7 @@ def translate(model, pairs, task, *, batch_size: int = 100, beam_size: int = 1, 
     from attention_course import tasks  # the decoders themselves do not depend on the tasks
 
     task = tasks.get_task(task) if isinstance(task, str) else task
-    if not isinstance(beam_size, int) or beam_size < 1:
-        raise ValueError(f"beam_size: expected a positive int, got {beam_size!r}")
+    _checks.positive_int("beam_size", beam_size)
     order = tasks.eval_order(pairs, edges=edges)
     hyps, atts = [], []
     for batch, real in tasks.eval_batches(pairs, task, batch_size, edges=edges):

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from attention_course import pooling
+from attention_course import _checks, pooling
 
 __all__ = ["cursor", "band_weights", "diagonal_weights", "batched_diagonal_weights", "DiagonalAlignment",
            "length_ratio", "gold_offsets", "coverage"]
@@ -79,9 +79,7 @@ def diagonal_weights(target_length: int, source_length: int, *, scaled: bool = T
     summing to 1, centred on the (scaled) diagonal mu_i, moving monotonically with i; one-hot when
     ``width = 0``. Lengths count every position the model sees (EOS included).
     """
-    for name, value in (("target_length", target_length), ("source_length", source_length)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    _checks.positive_ints(target_length=target_length, source_length=source_length)
     width = _check_width(width)
     mu = cursor(jnp.arange(target_length), target_length, source_length, scaled=scaled)
     return band_weights(mu, source_length, width, int(source_length))

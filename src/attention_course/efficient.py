@@ -36,9 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from attention_course import pooling, self_attention
-# the input checks of chapter 06's attention: the same shapes, the same messages
-from attention_course.self_attention import _check_mask, _check_qkv, _shape
+from attention_course import _checks, _precision, pooling, self_attention
 
 # shard_map: jax.shard_map in new JAX, jax.experimental.shard_map.shard_map before it.
 try:
@@ -68,20 +66,8 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------------------------
-# Input checks (before tracing)
-# --------------------------------------------------------------------------------------------
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-
-
-def _check_self(q, k, v) -> None:
-    if _shape(q)[-2] != _shape(k)[-2]:
-        raise ValueError(f"k: expected T = {_shape(q)[-2]} positions like q {_shape(q)} (self-attention), "
-                         f"got k of shape {_shape(k)}")
+# The input checks (attention_course._checks) are chapter 06's: the same shapes, the same messages.
+_shape = _checks.shape
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,7 +155,8 @@ def _blockwise_forward(q, k, v, mask, causal: bool, block_size: int):
     """Output ``[..., T, d_v]`` and log-sum-exp ``[..., T]`` (``-inf``
     for a row with no allowed key), one key block per scan step."""
     T, S, d_k = q.shape[-2], k.shape[-2], q.shape[-1]
-    q = q / math.sqrt(d_k)
+    # on the scores, as the backward pass recomputes them
+    scale = 1.0 / math.sqrt(d_k)
     k_blocks = _key_blocks(k, block_size, 0.0)  # [n, ..., B, d_k]
     v_blocks = _key_blocks(v, block_size, 0.0)  # [n, ..., B, d_v]
     mask_blocks, block_mask = _block_mask(mask, causal, T, S, block_size)
@@ -180,7 +167,7 @@ def _blockwise_forward(q, k, v, mask, causal: bool, block_size: int):
 
     def step(carry, xs):
         j, k_b, v_b, mask_b = xs
-        scores = jnp.einsum("...td,...bd->...tb", q, k_b)  # [..., T, B]
+        scores = jnp.einsum("...td,...bd->...tb", q, k_b) * scale  # [..., T, B]
         carry = online_softmax_update(*carry, scores, v_b,
                                       block_mask(j, mask_b))
         return carry, None
@@ -278,24 +265,21 @@ def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array,
       ``scaled_dot_product_attention``; a query with no allowed key gets
       zeros, never NaN.
     """
-    lead = _check_qkv(q, k, v)
+    lead = _checks.check_qkv(q, k, v)
     T, S = _shape(q)[-2], _shape(k)[-2]
-    _check_mask(mask, (*lead, T, S))
-    _check_positive_int("block_size", block_size)
-    if not isinstance(causal, bool):
-        raise ValueError(f"causal: expected a bool, got {causal!r}")
-    dtype = jnp.result_type(q, k, v)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.float32
-    q, k, v = (jnp.broadcast_to(jnp.asarray(x, dtype),
-                                (*lead, *_shape(x)[-2:])) for x in (q, k, v))
+    _checks.check_mask(mask, (*lead, T, S))
+    _checks.positive_int("block_size", block_size)
+    _checks.check_bool("causal", causal)
+    # bf16 in: f32 carries, bf16 out
+    (q, k, v), dtype = _precision.inside(q, k, v)
+    q, k, v = (jnp.broadcast_to(x, (*lead, *_shape(x)[-2:])) for x in (q, k, v))
     if mask is None:
         mask = jnp.ones((*lead, 1, S), bool)
     else:  # keep a padding mask's T axis of 1
         mask = jnp.asarray(mask)
         mask = mask.reshape((1,) * (len(lead) + 2 - mask.ndim) + mask.shape)
         mask = jnp.broadcast_to(mask, (*lead, mask.shape[-2], S))
-    return _blockwise(q, k, v, mask, causal, int(min(block_size, S)))
+    return _blockwise(q, k, v, mask, causal, int(min(block_size, S))).astype(dtype)
 
 
 def materialised_attention(q: jax.Array, k: jax.Array, v: jax.Array,
@@ -344,26 +328,27 @@ def linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     Returns:
       ``[..., T, d_v]``.
     """
-    _check_qkv(q, k, v)
-    if not isinstance(causal, bool):
-        raise ValueError(f"causal: expected a bool, got {causal!r}")
+    _checks.check_qkv(q, k, v)
+    _checks.check_bool("causal", causal)
     if causal:
-        _check_self(q, k, v)
+        _checks.check_self(q, k)
     if not callable(feature_map):
         raise ValueError(
             f"feature_map: expected a function, got {feature_map!r}")
+    # bf16 in: f32 state, bf16 out
+    (q, k, v), dtype = _precision.inside(q, k, v)
     phi_q, phi_k = feature_map(q), feature_map(k)  # [..., T|S, d_k]
     if causal:
         T = _shape(q)[-2]
         a = jnp.einsum("...td,...sd->...ts", phi_q, phi_k)  # [..., T, T]
         a = jnp.where(jnp.tril(jnp.ones((T, T), bool)), a, 0.0)
         num = jnp.einsum("...ts,...se->...te", a, v)
-        return num / (jnp.sum(a, axis=-1, keepdims=True) + eps)
+        return (num / (jnp.sum(a, axis=-1, keepdims=True) + eps)).astype(dtype)
     state = jnp.einsum("...sd,...se->...de", phi_k, v)  # [..., d_k, d_v]
     z = jnp.sum(phi_k, axis=-2)  # [..., d_k]
     num = jnp.einsum("...td,...de->...te", phi_q, state)
     den = jnp.einsum("...td,...d->...t", phi_q, z)[..., None]
-    return num / (den + eps)
+    return (num / (den + eps)).astype(dtype)
 
 
 def linear_attention_step(state: jax.Array, z: jax.Array, q_t: jax.Array,
@@ -380,14 +365,17 @@ def linear_attention_step(state: jax.Array, z: jax.Array, q_t: jax.Array,
       q_t, k_t: ``[..., d_k]``; v_t: ``[..., d_v]``.
 
     Returns:
-      ``(S_t, z_t, out_t)``, with ``out_t`` ``[..., d_v]``.
+      ``(S_t, z_t, out_t)``, with ``out_t`` ``[..., d_v]`` in the dtype of
+      ``q_t, k_t, v_t``; the state ``(S_t, z_t)`` is float32 at least.
     """
+    dtype = _precision.output_dtype(q_t, k_t, v_t)
+    (state, z, q_t, k_t, v_t), _ = _precision.inside(state, z, q_t, k_t, v_t)
     phi_q, phi_k = feature_map(q_t), feature_map(k_t)
     state = state + phi_k[..., :, None] * v_t[..., None, :]
     z = z + phi_k
     num = jnp.einsum("...d,...de->...e", phi_q, state)
     den = jnp.einsum("...d,...d->...", phi_q, z)[..., None]
-    return state, z, num / (den + eps)
+    return state, z, (num / (den + eps)).astype(dtype)
 
 
 def linear_attention_recurrent(q: jax.Array, k: jax.Array, v: jax.Array,
@@ -408,13 +396,14 @@ def linear_attention_recurrent(q: jax.Array, k: jax.Array, v: jax.Array,
       ``[..., T, d_v]``, equal to ``linear_attention(q, k, v, causal=True)``;
       with ``return_state=True``, ``(out, (S_T, z_T))``.
     """
-    lead = _check_qkv(q, k, v)
-    _check_self(q, k, v)
+    lead = _checks.check_qkv(q, k, v)
+    _checks.check_self(q, k)
     if not callable(feature_map):
         raise ValueError(
             f"feature_map: expected a function, got {feature_map!r}")
     d_k, d_v = _shape(q)[-1], _shape(v)[-1]
-    dtype = jnp.result_type(q, k, v)
+    # bf16 in: f32 state, bf16 out
+    (q, k, v), dtype = _precision.inside(q, k, v)
     # time first: [T, ..., d]
     xs = tuple(jnp.moveaxis(jnp.broadcast_to(x, (*lead, *_shape(x)[-2:])),
                             -2, 0) for x in (q, k, v))
@@ -424,10 +413,10 @@ def linear_attention_recurrent(q: jax.Array, k: jax.Array, v: jax.Array,
             *carry, *x, feature_map=feature_map, eps=eps)
         return (state, z), out
 
-    init = (jnp.zeros((*lead, d_k, d_v), dtype),
-            jnp.zeros((*lead, d_k), dtype))
+    init = (jnp.zeros((*lead, d_k, d_v), q.dtype),
+            jnp.zeros((*lead, d_k), q.dtype))
     final, outs = jax.lax.scan(step, init, xs)
-    out = jnp.moveaxis(outs, 0, -2)
+    out = jnp.moveaxis(outs, 0, -2).astype(dtype)
     return (out, final) if return_state else out
 
 
@@ -439,8 +428,8 @@ def linear_attention_recurrent(q: jax.Array, k: jax.Array, v: jax.Array,
 def sliding_window_mask(T: int, window: int) -> jax.Array:
     """``[T, T]`` bool: query t may attend to key s iff
     ``t - window < s <= t``."""
-    _check_positive_int("T", T)
-    _check_positive_int("window", window)
+    _checks.positive_int("T", T)
+    _checks.positive_int("window", window)
     t = jnp.arange(T)[:, None]
     s = jnp.arange(T)[None, :]
     return (s <= t) & (s > t - window)
@@ -465,11 +454,13 @@ def sliding_window_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     Returns:
       ``[..., T, d_v]``; a query with no allowed key gets zeros.
     """
-    lead = _check_qkv(q, k, v)
-    _check_self(q, k, v)
-    _check_positive_int("window", window)
+    lead = _checks.check_qkv(q, k, v)
+    _checks.check_self(q, k)
+    _checks.positive_int("window", window)
     T, d_k = _shape(q)[-2], _shape(q)[-1]
-    _check_mask(mask, (*lead, T, T))
+    _checks.check_mask(mask, (*lead, T, T))
+    # bf16 in: f32 softmax, bf16 out
+    (q, k, v), dtype = _precision.inside(q, k, v)
     W = int(min(window, T))
     n = -(-T // W)  # blocks
     pad = n * W - T
@@ -498,7 +489,7 @@ def sliding_window_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     weights = pooling.masked_softmax(
         scores, jnp.broadcast_to(allowed, scores.shape))
     out = jnp.einsum("...nwb,...nbd->...nwd", weights, v_b)
-    return out.reshape(*lead, n * W, -1)[..., :T, :]
+    return out.reshape(*lead, n * W, -1)[..., :T, :].astype(dtype)
 
 
 def _band(mask, lead, T, W, n, pad, q_pos, k_pos):
@@ -519,14 +510,21 @@ def _band(mask, lead, T, W, n, pad, q_pos, k_pos):
 # --------------------------------------------------------------------------------------------
 
 
+def _one_axis_mesh(devices, axis: str) -> Mesh:
+    """``jax.make_mesh`` over ``devices`` (it orders a TPU's chips by their topology), with the
+    axis in the automatic sharding mode that ``shard_map`` and ``NamedSharding`` expect."""
+    return jax.make_mesh((len(devices),), (axis,), devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,))
+
+
 def sequence_mesh(n_devices: int | None = None, axis: str = "seq") -> Mesh:
-    """A one-axis mesh over the first ``n_devices`` devices (all of them by default)."""
+    """A one-axis mesh over ``n_devices`` of the devices (all of them by default), from ``jax.make_mesh``."""
     devices = jax.devices()
     n_devices = len(devices) if n_devices is None else n_devices
-    _check_positive_int("n_devices", n_devices)
+    _checks.positive_int("n_devices", n_devices)
     if n_devices > len(devices):
         raise ValueError(f"n_devices: expected at most the {len(devices)} devices there are, got {n_devices}")
-    return Mesh(np.array(devices[:n_devices]), (axis,))
+    return _one_axis_mesh(devices[:n_devices], axis)
 
 
 def ring_schedule(n_devices: int) -> np.ndarray:
@@ -536,7 +534,7 @@ def ring_schedule(n_devices: int) -> np.ndarray:
     ``i + 1`` after each step, so at step ``j`` it holds block
     ``(i - j) mod P``.
     """
-    _check_positive_int("n_devices", n_devices)
+    _checks.positive_int("n_devices", n_devices)
     steps = np.arange(n_devices)[:, None]
     devices = np.arange(n_devices)[None, :]
     return (devices - steps) % n_devices
@@ -585,12 +583,15 @@ def ring_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
         (m, l, acc, _, _), _ = jax.lax.scan(step, init, None, length=P)
         return acc / l[..., None]
 
-    return _shard_map(local, mesh=mesh, in_specs=(spec, spec, spec),
-                      out_specs=spec)(q, k, v)
+    # bf16 in: f32 carries, bf16 out
+    (q, k, v), dtype = _precision.inside(q, k, v)
+    out = _shard_map(local, mesh=mesh, in_specs=(spec, spec, spec),
+                     out_specs=spec)(q, k, v)
+    return out.astype(dtype)
 
 
 def _check_ring(q, k, v, mesh, axis) -> None:
-    _check_qkv(q, k, v)
+    _checks.check_qkv(q, k, v)
     if not (_shape(q)[:-2] == _shape(k)[:-2] == _shape(v)[:-2]):
         raise ValueError(
             f"q, k, v: expected the same leading axes, got q {_shape(q)}, "
@@ -654,9 +655,9 @@ def associative_recall(key: jax.Array, n_pairs: int, d: int, *, attention: str, 
     Returns:
       the fraction of the ``n_pairs * n_trials`` queries retrieved correctly.
     """
-    _check_positive_int("n_pairs", n_pairs)
-    _check_positive_int("d", d)
-    _check_positive_int("n_trials", n_trials)
+    _checks.positive_int("n_pairs", n_pairs)
+    _checks.positive_int("d", d)
+    _checks.positive_int("n_trials", n_trials)
     if attention not in ("softmax", "linear", "linear_identity"):
         raise ValueError(f"attention: expected 'softmax', 'linear' or 'linear_identity', got {attention!r}")
     # The random vectors come from NumPy, seeded by the key: the compiled program stays small.
@@ -720,7 +721,7 @@ def start_in_subprocess(command: str, n_devices: int = 8, *, timeout: float = 60
     """
     if command not in _COMMANDS:
         raise ValueError(f"command: expected one of {sorted(_COMMANDS)}, got {command!r}")
-    _check_positive_int("n_devices", n_devices)
+    _checks.positive_int("n_devices", n_devices)
     return _Subprocess(command, n_devices, timeout)
 
 
@@ -806,7 +807,7 @@ def data_parallel_check(steps: int = 5, batch_size: int = 32, seed: int = 0) -> 
         return losses
 
     devices = jax.devices()
-    mesh = Mesh(np.array(devices), ("data",))
+    mesh = _one_axis_mesh(devices, "data")
     one = devices[0]
     sharded = NamedSharding(mesh, PartitionSpec("data"))
     replicated = NamedSharding(mesh, PartitionSpec())

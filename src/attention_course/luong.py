@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention_course import pooling, seq2seq, soft_search
+from attention_course import _checks, _precision, pooling, seq2seq, soft_search
 
 __all__ = [
     "dot_score", "general_score", "concat_score", "location_score", "predicted_position",
@@ -68,12 +68,14 @@ def dot_score(h: jax.Array, hbar: jax.Array) -> jax.Array:
       hbar: the annotations h-bar_s, ``[..., S, n]`` (the same size as h).
 
     Returns:
-      e ``[..., S]`` (unnormalised; padding not masked here).
+      e ``[..., S]`` (unnormalised; padding not masked here), in float32 at least: each score
+      function computes in float32 when its inputs are narrower (:mod:`attention_course._precision`).
     """
     h_shape, k_shape = _check_query_keys(h, hbar)
     if k_shape[-1] != h_shape[-1]:
         raise ValueError(f"hbar: the dot score needs annotations of the size of h (n = {h_shape[-1]}), "
                          f"got hbar {k_shape}")
+    (h, hbar), _ = _precision.inside(h, hbar)  # scores in f32 at least
     return jnp.einsum("...n,...sn->...s", h, hbar)
 
 
@@ -91,6 +93,8 @@ def general_score(h: jax.Array, hbar: jax.Array, W_a: jax.Array) -> jax.Array:
     if _shape(W_a) != expected:
         raise ValueError(f"W_a: expected shape [n, m] = {expected}, "
                          f"got {_shape(W_a)}")
+    # scores in f32 at least
+    (h, hbar, W_a), _ = _precision.inside(h, hbar, W_a)
     return jnp.einsum("...m,...sm->...s", h @ W_a, hbar)
 
 
@@ -113,6 +117,8 @@ def concat_score(h: jax.Array, hbar: jax.Array, W_a: jax.Array, v_a: jax.Array) 
         raise ValueError(f"v_a: expected shape [k], got {_shape(v_a)}")
     if _shape(W_a) != (n + m, _shape(v_a)[0]):
         raise ValueError(f"W_a: expected shape [n + m, k] = {(n + m, _shape(v_a)[0])}, got {_shape(W_a)}")
+    # scores in f32 at least
+    (h, hbar, W_a, v_a), _ = _precision.inside(h, hbar, W_a, v_a)
     return soft_search.additive_score_projected(h, hbar @ W_a[n:], W_a[:n], v_a)
 
 
@@ -130,6 +136,7 @@ def location_score(h: jax.Array, W_a: jax.Array) -> jax.Array:
         raise ValueError(f"h: expected shape [..., n], got {h_shape}")
     if len(_shape(W_a)) != 2 or _shape(W_a)[0] != h_shape[-1]:
         raise ValueError(f"W_a: expected shape [n, S_max] with n = {h_shape[-1]}, got {_shape(W_a)}")
+    (h, W_a), _ = _precision.inside(h, W_a)  # scores in f32 at least
     return h @ W_a
 
 
@@ -235,12 +242,6 @@ def attentional_vector(c: jax.Array, h: jax.Array, W_c: jax.Array) -> jax.Array:
     return jnp.tanh(jnp.concatenate([c, h], axis=-1) @ W_c)
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
-
-
 class LuongAttention(nnx.Module):
     """One of Luong's attentions: a score (dot, general, concat, location) and a reach (global,
     local-m, local-p).
@@ -259,7 +260,7 @@ class LuongAttention(nnx.Module):
 
     def __init__(self, n: int, m: int, *, score: str = "general", window: str = "global", D: int = 10,
                  k: int | None = None, max_source: int | None = None, rngs: nnx.Rngs):
-        _positive_int("n", n), _positive_int("m", m), _positive_int("D", D)
+        _checks.positive_int("n", n), _checks.positive_int("m", m), _checks.positive_int("D", D)
         if score not in SCORES:
             raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
         if window not in WINDOWS:
@@ -267,8 +268,8 @@ class LuongAttention(nnx.Module):
         if score == "dot" and n != m:
             raise ValueError(f"score: 'dot' needs n == m, got n = {n}, m = {m}")
         if score == "location":
-            max_source = _positive_int("max_source", max_source)
-        k = _positive_int("k", k if k is not None else n)
+            max_source = _checks.positive_int("max_source", max_source)
+        k = _checks.positive_int("k", k if k is not None else n)
         self.score, self.window, self.D, self.n, self.m = score, window, D, n, m
         self.max_source = max_source
         init = nnx.initializers.lecun_normal()
@@ -341,7 +342,7 @@ class LuongEncoderDecoder(seq2seq.AttentionEncoderDecoder):
                  hidden: int = 32, input_feeding: bool = True, rngs: nnx.Rngs):
         for name, value in (("source_vocab", source_vocab), ("target_vocab", target_vocab),
                             ("embed", embed), ("hidden", hidden)):
-            _positive_int(name, value)
+            _checks.positive_int(name, value)
         m = n = 2 * hidden
         if not isinstance(attention, LuongAttention) or (attention.n, attention.m) != (n, m):
             raise ValueError(f"attention: expected a LuongAttention with n = m = 2 * hidden = {m}, got "
@@ -386,7 +387,7 @@ def luong(source_vocab: int, target_vocab: int, *, score: str = "general", windo
           input_feeding: bool = True, D: int = 10, embed: int = 32, hidden: int = 32, k: int | None = None,
           max_source: int | None = None, rngs: nnx.Rngs) -> LuongEncoderDecoder:
     """A Luong model: BiGRU encoder (H per direction), decoder of n = 2H, the given attention."""
-    _positive_int("hidden", hidden)
+    _checks.positive_int("hidden", hidden)
     attention = LuongAttention(2 * hidden, 2 * hidden, score=score, window=window, D=D, k=k,
                                max_source=max_source, rngs=rngs)
     return LuongEncoderDecoder(source_vocab, target_vocab, attention, embed=embed, hidden=hidden,

@@ -39,6 +39,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
+from attention_course import _checks
 from attention_course.metrics import Bucket, bucket_labels
 
 __all__ = [
@@ -935,8 +936,7 @@ def recall_curves(curves: Mapping[str, Any], *, d: int, xlabel: str = "stored pa
       d: the key dimension, marked on the x axis.
     """
     checked = _check_curves(curves, "curves")
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
-        raise ValueError(f"d: expected a positive int, got {d!r}")
+    _checks.positive_int("d", d)
     fig, ax = _new_figure((min(BOOK_WIDTH, 6.0), 4.2))
     for i, (name, (x, y)) in enumerate(checked.items()):
         ax.plot(x, y, marker="osD^vP*X"[i % 8], markersize=5, linewidth=1.6, label=name)

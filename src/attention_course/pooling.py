@@ -16,6 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from attention_course import _precision
+
 __all__ = ["masked_softmax", "weighted_average"]
 
 
@@ -50,12 +52,14 @@ def masked_softmax(scores: jax.Array, mask: jax.Array | None = None, axis: int =
       axis: the axis to normalise over (the positions being attended to).
 
     Returns:
-      alpha, the same shape as ``scores``; each row sums to 1, or to 0 if fully masked.
+      alpha, the same shape and dtype as ``scores``; each row sums to 1, or to 0 if fully masked.
+      Half-precision scores are normalised in float32 (:mod:`attention_course._precision`).
     """
     _check_mask(scores, mask)
-    scores = jnp.asarray(scores)
+    # bf16 scores: the softmax in f32
+    (scores,), dtype = _precision.inside(scores)
     if mask is None:
-        return jax.nn.softmax(scores, axis=axis)
+        return jax.nn.softmax(scores, axis=axis).astype(dtype)
     mask = jnp.broadcast_to(mask, scores.shape)
     # Masked positions get -inf before the max so they never shift it; a fully masked row's max is
     # replaced by 0 so that no inf - inf appears. `where` (not multiplication) keeps gradients finite.
@@ -64,7 +68,7 @@ def masked_softmax(scores: jax.Array, mask: jax.Array | None = None, axis: int =
     row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
     exp = jnp.where(mask, jnp.exp(jnp.where(mask, scores, 0.0) - row_max), 0.0)
     total = jnp.sum(exp, axis=axis, keepdims=True)
-    return exp / jnp.where(total > 0, total, 1.0)
+    return (exp / jnp.where(total > 0, total, 1.0)).astype(dtype)
 
 
 def weighted_average(weights: jax.Array, values: jax.Array) -> jax.Array:
@@ -75,7 +79,8 @@ def weighted_average(weights: jax.Array, values: jax.Array) -> jax.Array:
       values: h, ``[..., T, m]``; leading axes must match those of ``weights``.
 
     Returns:
-      c, ``[..., Tq, m]`` (or ``[..., m]`` for a single query).
+      c, ``[..., Tq, m]`` (or ``[..., m]`` for a single query), in the dtype of ``values``,
+      summed in float32 when that is narrower.
     """
     w_shape, v_shape = tuple(jnp.shape(weights)), tuple(jnp.shape(values))
     if len(v_shape) < 2:
@@ -92,7 +97,11 @@ def weighted_average(weights: jax.Array, values: jax.Array) -> jax.Array:
     if len(w_shape) == len(v_shape) - 1:  # one query per leading index
         if w_shape[:-1] != v_shape[:-2]:
             raise ValueError(f"weights: leading axes {w_shape[:-1]} must equal values' {v_shape[:-2]}")
-        return jnp.einsum("...t,...tm->...m", weights, values)
-    if w_shape[:-2] != v_shape[:-2]:
+        pattern = "...t,...tm->...m"
+    elif w_shape[:-2] != v_shape[:-2]:
         raise ValueError(f"weights: leading axes {w_shape[:-2]} must equal values' {v_shape[:-2]}")
-    return jnp.einsum("...qt,...tm->...qm", weights, values)
+    else:
+        pattern = "...qt,...tm->...qm"
+    # summed in f32 at least; the context in the values' dtype
+    (weights, values_in), _ = _precision.inside(weights, values)
+    return jnp.einsum(pattern, weights, values_in).astype(_precision.output_dtype(values))

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from attention_course import pooling, rnn
+from attention_course import _checks, _precision, pooling, rnn
 
 # A list of sub-modules: nnx.List from flax 0.12 on; before it, a plain list is a graph node.
 _ModuleList = getattr(nnx, "List", list)
@@ -58,54 +58,13 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-def _shape(x) -> tuple[int, ...]:
-    return tuple(jnp.shape(x))
-
-
-def _check_positive_ints(**values) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
-
-
-def _check_qkv(q, k, v) -> tuple[int, ...]:
-    """Check q ``[..., T, d_k]``, k ``[..., S, d_k]``, v ``[..., S, d_v]``; return the leading axes.
-
-    Shared with chapter 07's :mod:`attention_course.efficient`."""
-    q_shape, k_shape, v_shape = _shape(q), _shape(k), _shape(v)
-    if len(q_shape) < 2 or len(k_shape) < 2 or len(v_shape) < 2:
-        raise ValueError(f"q, k, v: expected [..., T, d_k], [..., S, d_k], [..., S, d_v]; got q {q_shape}, "
-                         f"k {k_shape}, v {v_shape}")
-    if q_shape[-1] != k_shape[-1]:
-        raise ValueError(f"k: expected the last axis d_k = {q_shape[-1]} of q {q_shape}, got k of shape {k_shape}")
-    if k_shape[-2] != v_shape[-2]:
-        raise ValueError(f"v: expected S = {k_shape[-2]} positions like k {k_shape}, got v of shape {v_shape}")
-    try:
-        return tuple(jnp.broadcast_shapes(q_shape[:-2], k_shape[:-2], v_shape[:-2]))
-    except ValueError:
-        raise ValueError(f"q, k, v: leading axes do not broadcast: q {q_shape}, k {k_shape}, v {v_shape}") from None
-
-
-def _check_mask(mask, scores_shape: tuple[int, ...]) -> None:
-    """Check that a mask (or None) is boolean and broadcasts to ``scores_shape`` ``[..., T, S]``."""
-    if mask is None:
-        return
-    try:
-        ok = tuple(jnp.broadcast_shapes(_shape(mask), scores_shape)) == tuple(scores_shape)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(f"mask: expected a shape broadcastable to [..., T, S] = {tuple(scores_shape)}, "
-                         f"got {_shape(mask)}")
-    if jnp.result_type(mask) != jnp.bool_:
-        raise ValueError(f"mask: expected a boolean array (True = may attend), got dtype {jnp.result_type(mask)}")
-
+_shape = _checks.shape
 
 def _check_attention_inputs(q, k, v, mask) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The checks of :func:`scaled_dot_product_attention`: (leading axes, ``[..., T, S]``)."""
-    lead = _check_qkv(q, k, v)
+    lead = _checks.check_qkv(q, k, v)
     scores_shape = (*lead, _shape(q)[-2], _shape(k)[-2])
-    _check_mask(mask, scores_shape)
+    _checks.check_mask(mask, scores_shape)
     return lead, scores_shape
 
 
@@ -124,22 +83,27 @@ def scaled_dot_product_attention(q, k, v, mask=None):
       row is all False gets zero weights and a zero output
       (:func:`attention_course.pooling.masked_softmax`), never NaN.
       ``jax.nn.dot_product_attention`` differs there: it gives such a row
-      uniform weights, so its output is the mean of the values.
+      uniform weights, so its output is the mean of the values. Both are
+      in the inputs' dtype; half-precision inputs are computed in float32
+      inside (:mod:`attention_course._precision`).
     """
     lead, scores_shape = _check_attention_inputs(q, k, v, mask)
+    # bf16 in: f32 inside, bf16 out
+    (q, k, v), dtype = _precision.inside(q, k, v)
     d_k = jnp.shape(q)[-1]
     scores = jnp.einsum("...td,...sd->...ts", q, k) / math.sqrt(d_k)
     if mask is not None:
         mask = jnp.broadcast_to(mask, scores_shape)  # [..., T, S]
     weights = pooling.masked_softmax(scores, mask)  # [..., T, S]
     v = jnp.broadcast_to(v, (*lead, *jnp.shape(v)[-2:]))  # [..., S, d_v]
-    return pooling.weighted_average(weights, v), weights
+    out = pooling.weighted_average(weights, v)
+    return out.astype(dtype), weights.astype(dtype)
 
 
 def causal_mask(T: int) -> jax.Array:
     """``[T, T]`` bool, True at (t, s) when s <= t: position t sees itself
     and the positions before it, never the ones after."""
-    _check_positive_ints(T=T)
+    _checks.positive_ints(T=T)
     return jnp.tril(jnp.ones((T, T), bool))
 
 
@@ -150,7 +114,7 @@ def sinusoidal_positions(length: int, d_model: int) -> jax.Array:
     PE[pos, 2i + 1] = cos(pos / 10000^(2i / d_model)): each pair of columns
     is a sine and a cosine of one frequency, from 1 down to nearly 1/10000.
     """
-    _check_positive_ints(length=length, d_model=d_model)
+    _checks.positive_ints(length=length, d_model=d_model)
     pos = jnp.arange(length, dtype=jnp.float32)[:, None]  # [length, 1]
     two_i = 2 * (jnp.arange(d_model) // 2)  # 0, 0, 2, 2, 4, 4, ...
     angle = pos / jnp.power(10000.0, two_i / d_model)  # [length, d_model]
@@ -175,7 +139,7 @@ def transformer_learning_rate(d_model: int, warmup_steps: int = 4000,
     1/sqrt(step). Steps count from 1 (optax counts from 0, so the schedule
     is evaluated at count + 1).
     """
-    _check_positive_ints(d_model=d_model, warmup_steps=warmup_steps)
+    _checks.positive_ints(d_model=d_model, warmup_steps=warmup_steps)
     if not scale > 0:
         raise ValueError(f"scale: expected a positive number, got {scale!r}")
 
@@ -205,9 +169,7 @@ class MultiHeadAttention(nnx.Module):
     """
 
     def __init__(self, d_model: int, num_heads: int, *, rngs: nnx.Rngs):
-        for name, value in (("d_model", d_model), ("num_heads", num_heads)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        _checks.positive_ints(d_model=d_model, num_heads=num_heads)
         if d_model % num_heads:
             raise ValueError(f"num_heads: must divide d_model = {d_model}, got {num_heads}")
         self.d_model, self.num_heads, self.d_k = d_model, num_heads, d_model // num_heads
@@ -349,11 +311,8 @@ class Transformer(nnx.Module):
     def __init__(self, source_vocab: int, target_vocab: int, *, d_model: int = 64, num_heads: int = 4,
                  d_ff: int = 256, layers: int = 2, max_length: int = 128, norm_first: bool = False,
                  dropout: float = 0.0, rngs: nnx.Rngs):
-        for name, value in (("source_vocab", source_vocab), ("target_vocab", target_vocab),
-                            ("d_model", d_model), ("d_ff", d_ff), ("layers", layers),
-                            ("max_length", max_length)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        _checks.positive_ints(source_vocab=source_vocab, target_vocab=target_vocab, d_model=d_model,
+                              d_ff=d_ff, layers=layers, max_length=max_length)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout: expected a rate in [0, 1), got {dropout!r}")
         self.d_model, self.max_length, self.norm_first = d_model, max_length, norm_first

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention_course import decode, pooling, rnn
+from attention_course import _checks, decode, pooling, rnn
 from attention_course.train import sequence_cross_entropy
 
 __all__ = ["AttentionEncoderDecoder", "loss"]
@@ -46,10 +46,7 @@ class AttentionEncoderDecoder(nnx.Module):
 
     def __init__(self, source_vocab: int, target_vocab: int, alignment: nnx.Module, *, embed: int = 64,
                  hidden: int = 64, rngs: nnx.Rngs):
-        for name, value in (("source_vocab", source_vocab), ("target_vocab", target_vocab),
-                            ("embed", embed), ("hidden", hidden)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        _checks.positive_ints(source_vocab=source_vocab, target_vocab=target_vocab, embed=embed, hidden=hidden)
         if not (callable(alignment) and callable(getattr(alignment, "prepare", None))):
             raise ValueError(f"alignment: expected a module with prepare(memory) and __call__(s_prev, step, memory), "
                              f"got {type(alignment).__name__}")

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention_course import pooling, seq2seq
+from attention_course import _checks, _precision, pooling, seq2seq
 
 __all__ = ["additive_score", "additive_score_projected", "AdditiveAlignment", "rnnsearch"]
 
@@ -58,11 +58,17 @@ def additive_score(s: jax.Array, h: jax.Array, W_a: jax.Array, U_a: jax.Array,
       not masked here).
     """
     _check_score_shapes(s, h, W_a, U_a, v_a)
+    # scores in f32 at least
+    (s, h, W_a, U_a, v_a), _ = _precision.inside(s, h, W_a, U_a, v_a)
     return additive_score_projected(s, h @ U_a, W_a, v_a)
 
 
 def additive_score_projected(s: jax.Array, hU: jax.Array, W_a: jax.Array, v_a: jax.Array) -> jax.Array:
-    """The same score with h_j U_a precomputed: e_j = v_a · tanh(s W_a + hU_j). hU ``[..., T, k]``."""
+    """The same score with h_j U_a precomputed: e_j = v_a · tanh(s W_a + hU_j). hU ``[..., T, k]``.
+
+    Scores are computed and returned in float32 at least, whatever the inputs' dtype
+    (:mod:`attention_course._precision`): they are the inside of the attention, not its output."""
+    (s, hU, W_a, v_a), _ = _precision.inside(s, hU, W_a, v_a)
     return jnp.tanh((s @ W_a)[..., None, :] + hU) @ v_a
 
 
@@ -77,10 +83,7 @@ class AdditiveAlignment(nnx.Module):
     """
 
     def __init__(self, n: int, m: int, k: int, *, rngs: nnx.Rngs):
-        for name, value in (("n", n), ("m", m), ("k", k)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(
-                    f"{name}: expected a positive int, got {value!r}")
+        _checks.positive_ints(n=n, m=m, k=k)
         init = nnx.initializers.lecun_normal()
         self.W_a = nnx.Param(init(rngs.params(), (n, k)))
         self.U_a = nnx.Param(init(rngs.params(), (m, k)))

@@ -28,7 +28,7 @@ import optax
 from flax import nnx
 from tqdm.std import tqdm as _tqdm_text
 
-from attention_course import runtime
+from attention_course import _checks, runtime
 
 __all__ = ["History", "fit", "sequence_cross_entropy", "default_optimizer", "Trainer"]
 
@@ -317,8 +317,7 @@ def fit(model: nnx.Module, loss_fn: Callable, batches: Iterable, *, steps: int,
     """
     if optimizer is None:  # default_optimizer checks learning_rate; steps is checked first so that a bad
         # run length is reported as ``steps`` rather than as ``decay_steps``
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"steps: expected a positive int, got {steps!r}")
+        _checks.positive_int("steps", steps)
         optimizer = default_optimizer(learning_rate, decay_steps=steps if decay else None)
     trainer = Trainer(model, loss_fn, optimizer)
     return trainer.run(batches, steps, eval_fn=eval_fn, eval_every=eval_every, log_every=log_every,

@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention_course import rnn
+from attention_course import _checks, rnn
 
 __all__ = [
     "NEG",
@@ -635,10 +635,8 @@ class Transducer(nnx.Module):
 
     def __init__(self, source_vocab: int, target_vocab: int, *, embed: int = 64, hidden: int = 128,
                  prediction: int = 128, joint: int = 128, rngs: nnx.Rngs):
-        for name, value in (("source_vocab", source_vocab), ("target_vocab", target_vocab), ("embed", embed),
-                            ("hidden", hidden), ("prediction", prediction), ("joint", joint)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        _checks.positive_ints(source_vocab=source_vocab, target_vocab=target_vocab, embed=embed, hidden=hidden,
+                              prediction=prediction, joint=joint)
         if target_vocab <= 3:
             raise ValueError(f"target_vocab: expected more than the 3 special tokens, got {target_vocab}")
         self.target_vocab = target_vocab
@@ -736,11 +734,9 @@ def greedy_decode(model: Transducer, source, source_lengths, *, max_symbols: int
         raise ValueError(f"source: expected shape [B, T], got {tuple(jnp.shape(source))}")
     B, T = jnp.shape(source)
     rnn._check_lengths(jnp.asarray(source_lengths), B, T, "source_lengths")
-    if isinstance(max_symbols, bool) or not isinstance(max_symbols, int) or max_symbols < 1:
-        raise ValueError(f"max_symbols: expected a positive int, got {max_symbols!r}")
+    _checks.positive_int("max_symbols", max_symbols)
     max_length = 2 * T if max_length is None else max_length
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-        raise ValueError(f"max_length: expected a positive int, got {max_length!r}")
+    _checks.positive_int("max_length", max_length)
     graphdef, state = nnx.split(model)
     return _greedy(graphdef, state, jnp.asarray(source, jnp.int32), jnp.asarray(source_lengths, jnp.int32),
                    max_symbols, max_length)
