@@ -81,6 +81,55 @@ def test_blockwise_causal_equals_jax_nn(block_size):
             _close(a, b)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_blockwise_key_lengths_equal_jax_nn_sequence_lengths(causal):
+    q, k, v = _qkv(21, (3, 2), 20, 20, 8)  # [B, H, T, d]
+    lengths = jnp.array([20, 11, 1])
+    fn = lambda q, k, v: efficient.blockwise_attention(q, k, v, block_size=6, causal=causal, key_lengths=lengths)
+    ref = lambda q, k, v: _heads(jax.nn.dot_product_attention(
+        _heads(q), _heads(k), _heads(v), is_causal=causal, key_value_seq_lengths=lengths))
+    _close(jax.jit(fn)(q, k, v), ref(q, k, v))
+    for a, b in zip(_grads(fn, q, k, v), _grads(ref, q, k, v)):
+        _close(a, b)
+
+
+@settings(max_examples=5, deadline=None)
+@given(T=st.integers(1, 9), S=st.integers(1, 11), block_size=st.integers(1, 12), causal=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_blockwise_key_lengths_property_equal_a_dense_padding_mask(T, S, block_size, causal, seed):
+    if causal:
+        S = T
+    q, k, v = _qkv(seed, (3,), T, S, 4)
+    lengths = jnp.asarray(np.random.default_rng(seed).integers(0, S + 1, 3))
+    mask = (jnp.arange(S)[None, :] < lengths[:, None])[:, None, :]  # [B, 1, S]
+    out = efficient.blockwise_attention(q, k, v, block_size=block_size, causal=causal, key_lengths=lengths)
+    dense = efficient.blockwise_attention(q, k, v, mask, block_size=block_size, causal=causal)
+    _close(out, dense)  # a row with no key (length 0) gets zeros in both
+
+
+def test_blockwise_key_lengths_need_no_more_memory_than_no_mask():
+    """Compiled memory (XLA's analysis), B = 4, H = 8, T = S = 1024, forward and gradient."""
+    B, H, T, d = 4, 8, 1024, 64
+    x = jax.ShapeDtypeStruct((B, H, T, d), jnp.float32)
+
+    def temp(fn, *extra):
+        forward = efficient.compiled_memory(fn, x, x, x, *extra)["temp"]
+        loss = lambda *args: jnp.sum(fn(*args))
+        training = efficient.compiled_memory(jax.grad(loss, argnums=(0, 1, 2)), x, x, x, *extra)["temp"]
+        return forward, training
+
+    none = temp(lambda q, k, v: efficient.blockwise_attention(q, k, v, block_size=128))
+    lengths = temp(lambda q, k, v, n: efficient.blockwise_attention(q, k, v, block_size=128, key_lengths=n),
+                   jax.ShapeDtypeStruct((B,), jnp.int32))
+    causal = temp(lambda q, k, v: efficient.blockwise_attention(q, k, v, block_size=128, causal=True))
+    dense = temp(lambda q, k, v, m: efficient.blockwise_attention(q, k, v, m, block_size=128),
+                 jax.ShapeDtypeStruct((T, T), jnp.bool_))
+    # the same, up to a few scalars (under 1 KiB of 49 MiB); a dense [T, S] mask costs 30 MiB more
+    assert lengths[0] <= none[0] + 1024 and lengths[1] <= none[1] + 1024, (lengths, none)
+    assert causal[0] <= none[0] + 1024 and causal[1] <= none[1] + 1024, (causal, none)
+    assert dense[0] > 1.2 * none[0], (dense, none)  # the measurement sees a [B, H, T, S] mask
+
+
 def test_blockwise_fully_masked_rows_give_zeros_like_chapter_06():
     q, k, v = _qkv(3, (2,), 6, 9, 4, d_v=3)
     mask = _bernoulli(4, 0.5, (2, 6, 9)).at[:, 2, :].set(False)
@@ -172,6 +221,18 @@ def test_linear_attention_equals_its_definition():
     a = jnp.einsum("btd,bsd->bts", phi_q, phi_k)
     expected = jnp.einsum("bts,bse->bte", a, v) / (a.sum(-1, keepdims=True) + 1e-6)
     _close(efficient.linear_attention(q, k, v, causal=False), expected)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_linear_attention_key_lengths_drop_the_padding(causal):
+    q, k, v = _qkv(22, (3, 2), 9, 9, 4)  # [B, H, T, d]
+    lengths = jnp.array([9, 4, 1])
+    out = efficient.linear_attention(q, k, v, causal=causal, key_lengths=lengths)
+    for b, n in enumerate(lengths.tolist()):  # the same as the sequence cut to its real keys
+        if causal:  # the real queries see only real keys
+            _close(out[b, :, :n], efficient.linear_attention(q[b, :, :n], k[b, :, :n], v[b, :, :n], causal=True))
+        else:
+            _close(out[b], efficient.linear_attention(q[b], k[b, :, :n], v[b, :, :n], causal=False))
 
 
 def test_linear_attention_step():
@@ -289,10 +350,13 @@ def test_value_errors_name_the_argument():
         ("mask", lambda: efficient.blockwise_attention(q, k, v, jnp.ones((6, 7)), block_size=2)),
         ("block_size", lambda: efficient.blockwise_attention(q, k, v, block_size=0)),
         ("block_size", lambda: efficient.blockwise_attention(q, k, v, block_size=2.0)),
+        ("key_lengths", lambda: efficient.blockwise_attention(q, k, v, block_size=2, key_lengths=jnp.ones(3, int))),
+        ("key_lengths", lambda: efficient.blockwise_attention(q, k, v, block_size=2, key_lengths=jnp.ones(2))),
         ("causal", lambda: efficient.linear_attention(q, k, v, causal=None)),
         ("k", lambda: efficient.linear_attention(q, k, v, causal=True)),
         ("k", lambda: efficient.linear_attention_recurrent(q, k, v)),
         ("feature_map", lambda: efficient.linear_attention(q, k, v, causal=False, feature_map=3)),
+        ("key_lengths", lambda: efficient.linear_attention(q, k, v, causal=False, key_lengths=jnp.ones((2, 6), int))),
         ("window", lambda: efficient.sliding_window_attention(q, q, q, 0)),
         ("mask", lambda: efficient.sliding_window_attention(q, q, q, 2, jnp.ones((2, 7, 6), bool))),
         ("k", lambda: efficient.sliding_window_attention(q, k, v, 2)),

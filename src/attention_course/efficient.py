@@ -129,21 +129,29 @@ def _key_blocks(x: jax.Array, block_size: int, fill) -> jax.Array:
     return jnp.moveaxis(x, -3, 0)
 
 
-def _block_mask(mask: jax.Array, causal: bool, T: int, S: int,
+def _block_mask(mask, lengths, causal: bool, T: int, S: int,
                 block_size: int):
     """The mask cut into key blocks, and the function that finishes one.
 
-    ``mask`` is ``[..., T or 1, S]`` (leading axes broadcast). Returns
-    ``blocks`` ``[n, ..., T or 1, B]`` and ``block(j, blocks[j])``, which
-    also forbids the padding past ``S`` and, if ``causal``, keys after
-    the query.
+    ``mask`` is ``[..., T or 1, S]`` (leading axes broadcast) or None;
+    ``lengths`` the keys each row may see, ``[...]``, or None. Returns
+    ``blocks`` ``[n, ..., T or 1, B]`` (or None) and
+    ``block(j, blocks[j])``, which also forbids the padding past ``S``,
+    keys past ``lengths`` and, if ``causal``, keys after the query: each
+    from the block's key positions, never as a ``[..., T, S]`` array.
     """
-    blocks = _key_blocks(jnp.swapaxes(mask, -1, -2), block_size, False)
-    blocks = jnp.swapaxes(blocks, -1, -2)  # [n, ..., T or 1, B]
+    blocks = None
+    if mask is not None:
+        blocks = _key_blocks(jnp.swapaxes(mask, -1, -2), block_size, False)
+        blocks = jnp.swapaxes(blocks, -1, -2)  # [n, ..., T or 1, B]
 
     def block(j, mask_block):
         key_pos = j * block_size + jnp.arange(block_size)  # [B]
-        allowed = mask_block & (key_pos < S)
+        allowed = key_pos < S
+        if mask_block is not None:
+            allowed = allowed & mask_block
+        if lengths is not None:  # [..., 1, B]
+            allowed = allowed & (key_pos < lengths[..., None, None])
         if causal:  # [T, B]: query t sees key s <= t
             allowed = allowed & (jnp.arange(T)[:, None] >= key_pos)
         return allowed
@@ -151,7 +159,8 @@ def _block_mask(mask: jax.Array, causal: bool, T: int, S: int,
     return blocks, block
 
 
-def _blockwise_forward(q, k, v, mask, causal: bool, block_size: int):
+def _blockwise_forward(q, k, v, mask, lengths, causal: bool,
+                       block_size: int):
     """Output ``[..., T, d_v]`` and log-sum-exp ``[..., T]`` (``-inf``
     for a row with no allowed key), one key block per scan step."""
     T, S, d_k = q.shape[-2], k.shape[-2], q.shape[-1]
@@ -159,7 +168,8 @@ def _blockwise_forward(q, k, v, mask, causal: bool, block_size: int):
     scale = 1.0 / math.sqrt(d_k)
     k_blocks = _key_blocks(k, block_size, 0.0)  # [n, ..., B, d_k]
     v_blocks = _key_blocks(v, block_size, 0.0)  # [n, ..., B, d_v]
-    mask_blocks, block_mask = _block_mask(mask, causal, T, S, block_size)
+    mask_blocks, block_mask = _block_mask(mask, lengths, causal, T, S,
+                                          block_size)
     lead = q.shape[:-2]
     init = (jnp.full((*lead, T), -jnp.inf, q.dtype),  # m
             jnp.zeros((*lead, T), q.dtype),  # l
@@ -182,14 +192,14 @@ def _blockwise_forward(q, k, v, mask, causal: bool, block_size: int):
     return out, lse
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _blockwise(q, k, v, mask, causal, block_size):
-    return _blockwise_forward(q, k, v, mask, causal, block_size)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _blockwise(q, k, v, mask, lengths, causal, block_size):
+    return _blockwise_forward(q, k, v, mask, lengths, causal, block_size)[0]
 
 
-def _blockwise_fwd(q, k, v, mask, causal, block_size):
-    out, lse = _blockwise_forward(q, k, v, mask, causal, block_size)
-    return out, (q, k, v, mask, out, lse)
+def _blockwise_fwd(q, k, v, mask, lengths, causal, block_size):
+    out, lse = _blockwise_forward(q, k, v, mask, lengths, causal, block_size)
+    return out, (q, k, v, mask, lengths, out, lse)
 
 
 def _blockwise_bwd(causal, block_size, residuals, d_out):
@@ -201,12 +211,13 @@ def _blockwise_bwd(causal, block_size, residuals, d_out):
         dV = P^T dO,    dP = dO V^T,    dS = P * (dP - D),
         dQ += dS K / sqrt(d_k),         dK = dS^T Q / sqrt(d_k)
     """
-    q, k, v, mask, out, lse = residuals
+    q, k, v, mask, lengths, out, lse = residuals
     T, S, d_k = q.shape[-2], k.shape[-2], q.shape[-1]
     scale = 1.0 / math.sqrt(d_k)
     k_blocks = _key_blocks(k, block_size, 0.0)
     v_blocks = _key_blocks(v, block_size, 0.0)
-    mask_blocks, block_mask = _block_mask(mask, causal, T, S, block_size)
+    mask_blocks, block_mask = _block_mask(mask, lengths, causal, T, S,
+                                          block_size)
     D = jnp.sum(d_out * out, axis=-1)  # [..., T]
     some = jnp.isfinite(lse)[..., None]  # rows with an allowed key
     lse = jnp.where(jnp.isfinite(lse), lse, 0.0)
@@ -231,7 +242,7 @@ def _blockwise_bwd(causal, block_size, residuals, d_out):
         x = jnp.moveaxis(x, 0, -3)
         return x.reshape(*x.shape[:-3], -1, x.shape[-1])[..., :S, :]
 
-    return dq, unblock(dk), unblock(dv), None
+    return dq, unblock(dk), unblock(dv), None, None
 
 
 _blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)
@@ -239,7 +250,8 @@ _blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)
 
 def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array,
                         mask: jax.Array | None = None, *, block_size: int,
-                        causal: bool = False) -> jax.Array:
+                        causal: bool = False,
+                        key_lengths: jax.Array | None = None) -> jax.Array:
     """Exact ``softmax(q k^T / sqrt(d_k)) v``, one block of keys at a time.
 
     The keys and values are cut into blocks of ``block_size`` (the last
@@ -259,6 +271,17 @@ def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array,
       block_size: keys per block, any positive int (need not divide S).
       causal: also forbid keys after the query (s > t), block by block,
         with no ``[T, S]`` mask.
+      key_lengths: int, the number of real keys of each row, with the
+        first leading axes of q (``[B]`` for q ``[B, H, T, d]``): keys
+        ``s >= key_lengths`` are padding. Like ``causal``, it is applied
+        block by block from the keys' positions, with no ``[..., T, S]``
+        mask (a dense padding mask ``[B, 1, 1, S]`` works too, but is cut
+        into blocks and saved for the backward pass).
+
+    Only reverse-mode differentiation is defined (``jax.grad``, ``jax.vjp``):
+    the gradient is a custom VJP, and ``jax.jvp`` raises a ``TypeError``;
+    for forward mode use :func:`materialised_attention`. Half-precision
+    inputs are computed in float32 inside (:mod:`attention_course._precision`).
 
     Returns:
       ``[..., T, d_v]``, equal to chapter 06's
@@ -270,16 +293,30 @@ def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     _checks.check_mask(mask, (*lead, T, S))
     _checks.positive_int("block_size", block_size)
     _checks.check_bool("causal", causal)
+    lengths = _check_key_lengths(key_lengths, lead)
     # bf16 in: f32 carries, bf16 out
     (q, k, v), dtype = _precision.inside(q, k, v)
     q, k, v = (jnp.broadcast_to(x, (*lead, *_shape(x)[-2:])) for x in (q, k, v))
-    if mask is None:
-        mask = jnp.ones((*lead, 1, S), bool)
-    else:  # keep a padding mask's T axis of 1
+    if mask is not None:  # keep a padding mask's T axis of 1
         mask = jnp.asarray(mask)
         mask = mask.reshape((1,) * (len(lead) + 2 - mask.ndim) + mask.shape)
         mask = jnp.broadcast_to(mask, (*lead, mask.shape[-2], S))
-    return _blockwise(q, k, v, mask, causal, int(min(block_size, S))).astype(dtype)
+    out = _blockwise(q, k, v, mask, lengths, causal, int(min(block_size, S)))
+    return out.astype(dtype)
+
+
+def _check_key_lengths(key_lengths, lead):
+    """``key_lengths`` ``lead[:n]`` int -> int32 ``lead[:n] + (1, ...)`` (or None)."""
+    if key_lengths is None:
+        return None
+    shape = _shape(key_lengths)
+    if not shape or shape != tuple(lead[:len(shape)]):
+        raise ValueError(f"key_lengths: expected the first leading axes of q (for example {tuple(lead[:1])} "
+                         f"of {tuple(lead)}), got shape {shape}")
+    if not jnp.issubdtype(jnp.result_type(key_lengths), jnp.integer):
+        raise ValueError(f"key_lengths: expected integers, got dtype {jnp.result_type(key_lengths)}")
+    lengths = jnp.asarray(key_lengths, jnp.int32)
+    return lengths.reshape(shape + (1,) * (len(lead) - len(shape)))
 
 
 def materialised_attention(q: jax.Array, k: jax.Array, v: jax.Array,
@@ -304,7 +341,8 @@ def elu_plus_one(x: jax.Array) -> jax.Array:
 def linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
                      causal: bool,
                      feature_map: Callable = elu_plus_one,
-                     eps: float = 1e-6) -> jax.Array:
+                     eps: float = 1e-6,
+                     key_lengths: jax.Array | None = None) -> jax.Array:
     """Linear attention, the parallel form (Katharopoulos et al. 2020).
 
     softmax's ``exp(q . k)`` becomes ``phi(q) . phi(k)``::
@@ -324,20 +362,27 @@ def linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
       causal: whether query t sees only the keys s <= t.
       feature_map: ``phi``, elementwise and positive.
       eps: added to the denominator.
+      key_lengths: int, the real keys of each row, with the first leading
+        axes of q (as in :func:`blockwise_attention`); the keys past them
+        get ``phi(k_s) = 0``, so they add nothing to the sums.
 
     Returns:
       ``[..., T, d_v]``.
     """
-    _checks.check_qkv(q, k, v)
+    lead = _checks.check_qkv(q, k, v)
     _checks.check_bool("causal", causal)
     if causal:
         _checks.check_self(q, k)
+    lengths = _check_key_lengths(key_lengths, lead)
     if not callable(feature_map):
         raise ValueError(
             f"feature_map: expected a function, got {feature_map!r}")
     # bf16 in: f32 state, bf16 out
     (q, k, v), dtype = _precision.inside(q, k, v)
     phi_q, phi_k = feature_map(q), feature_map(k)  # [..., T|S, d_k]
+    if lengths is not None:  # padding keys: phi(k_s) = 0
+        real = jnp.arange(_shape(k)[-2]) < lengths[..., None]  # [..., S]
+        phi_k = jnp.where(real[..., None], phi_k, 0.0)
     if causal:
         T = _shape(q)[-2]
         a = jnp.einsum("...td,...sd->...ts", phi_q, phi_k)  # [..., T, T]
