@@ -310,6 +310,18 @@ def test_ring_attention_on_8_host_devices_in_a_subprocess(eight_devices):
     assert result["max_abs_diff_values"] <= ATOL
     assert result["max_abs_diff_grads"] <= ATOL
     assert result["indivisible_error"].startswith("q: expected a length divisible by the 8 devices")
+    for name, gap in result["max_abs_diff_masked"].items():  # causal, key lengths, both
+        assert gap <= ATOL, (name, gap)
+
+
+def test_ring_training_memory_grows_linearly_on_8_host_devices(eight_devices):
+    """XLA's compiled memory per device: 4x the length, at most 5x the memory, in training too (the
+    custom VJP's second ring saves no [T/P, S] weights; autodiff through the scan saved them all)."""
+    memory = eight_devices["ring_memory"]
+    assert memory["n_devices"] == 8 and memory["lengths"][-1] == 4 * memory["lengths"][0]
+    for key in ("forward", "training", "causal_training"):
+        growth = memory[key][-1] / memory[key][0]
+        assert growth <= 5.0, (key, memory[key])
     assert len(jax.devices()) < 8 or jax.devices()[0].platform != "cpu"  # nothing leaked here
 
 
@@ -361,6 +373,12 @@ def test_value_errors_name_the_argument():
         ("mask", lambda: efficient.sliding_window_attention(q, q, q, 2, jnp.ones((2, 7, 6), bool))),
         ("k", lambda: efficient.sliding_window_attention(q, k, v, 2)),
         ("mesh", lambda: efficient.ring_attention(q, q, q, mesh="devices", axis="seq")),
+        ("causal", lambda: efficient.ring_attention(q, q, q, mesh=efficient.sequence_mesh(1), axis="seq", causal=1)),
+        ("k", lambda: efficient.ring_attention(q, k, v, mesh=efficient.sequence_mesh(1), axis="seq", causal=True)),
+        ("key_lengths", lambda: efficient.ring_attention(q, q, q, mesh=efficient.sequence_mesh(1), axis="seq",
+                                                         key_lengths=jnp.ones((3,), int))),
+        ("block_size", lambda: efficient.ring_attention(q, q, q, mesh=efficient.sequence_mesh(1), axis="seq",
+                                                        block_size=0)),
         ("axis", lambda: efficient.ring_attention(q, q, q, mesh=efficient.sequence_mesh(axis="seq"), axis="x")),
         ("n_devices", lambda: efficient.sequence_mesh(len(jax.devices()) + 1)),
         ("attention", lambda: efficient.associative_recall(jax.random.PRNGKey(0), 4, 4, attention="x")),

@@ -62,6 +62,7 @@ __all__ = [
     "run_in_subprocess",
     "start_in_subprocess",
     "ring_check",
+    "ring_memory",
     "data_parallel_check",
 ]
 
@@ -170,10 +171,12 @@ def _blockwise_forward(q, k, v, mask, lengths, causal: bool,
     v_blocks = _key_blocks(v, block_size, 0.0)  # [n, ..., B, d_v]
     mask_blocks, block_mask = _block_mask(mask, lengths, causal, T, S,
                                           block_size)
-    lead = q.shape[:-2]
-    init = (jnp.full((*lead, T), -jnp.inf, q.dtype),  # m
-            jnp.zeros((*lead, T), q.dtype),  # l
-            jnp.zeros((*lead, T, v.shape[-1]), q.dtype))  # acc
+    # zeros made from q, so that inside ring attention's shard_map they
+    # vary across devices as q does
+    zero = q[..., 0] * 0.0  # [..., T]
+    init = (zero - jnp.inf,  # m
+            zero,  # l
+            zero[..., None] * v[..., :1, :])  # acc [..., T, d_v]
 
     def step(carry, xs):
         j, k_b, v_b, mask_b = xs
@@ -236,7 +239,7 @@ def _blockwise_bwd(causal, block_size, residuals, d_out):
 
     index = jnp.arange(k_blocks.shape[0])
     dq, (dk, dv) = jax.lax.scan(
-        step, jnp.zeros_like(q), (index, k_blocks, v_blocks, mask_blocks))
+        step, q * 0.0, (index, k_blocks, v_blocks, mask_blocks))
 
     def unblock(x):  # [n, ..., B, d] -> [..., S, d]
         x = jnp.moveaxis(x, 0, -3)
@@ -586,53 +589,173 @@ def ring_schedule(n_devices: int) -> np.ndarray:
 
 
 def ring_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
-                   mesh: Mesh, axis: str) -> jax.Array:
+                   mesh: Mesh, axis: str, causal: bool = False,
+                   key_lengths: jax.Array | None = None,
+                   block_size: int = 128) -> jax.Array:
     """Softmax attention with the sequence sharded over ``mesh[axis]``.
 
     Each of the ``P`` devices holds ``T / P`` queries and ``S / P`` keys
     and values. For ``P`` steps a device folds the key/value block it
-    holds into its queries' running softmax
-    (:func:`online_softmax_update`), then passes the block on to the
-    next device of the ring (``lax.ppermute`` inside ``shard_map``).
-    After ``P`` steps every query has seen every key::
+    holds into its queries' softmax (blockwise, ``block_size`` keys at a
+    time, as :func:`blockwise_attention`; the two softmaxes merged by
+    their log-sum-exps), then passes the block on to the next device of
+    the ring (``lax.ppermute`` inside ``shard_map``). After ``P`` steps
+    every query has seen every key::
 
-        out = softmax(q k^T / sqrt(d_k)) v,   at most [T/P, S/P] scores
-                                              on any device
+        out = softmax(q k^T / sqrt(d_k)) v,   at most [T/P, block_size]
+                                              scores on any device
+
+    The gradient is a custom VJP that runs a second ring (Liu et al.'s
+    backward pass): each device recomputes its blocks' weights from the
+    saved log-sum-exp, and the keys' and values' gradients travel around
+    the ring with their blocks, home after ``P`` steps. Nothing of size
+    ``[T/P, S]`` is saved, so training memory per device is linear in
+    the length too.
 
     Args:
       q: ``[..., T, d_k]``; k: ``[..., S, d_k]``; v: ``[..., S, d_v]``,
         with the same leading axes; ``T`` and ``S`` divisible by ``P``.
       mesh: a ``jax.sharding.Mesh``; axis: the name of one of its axes.
+      causal: query t sees keys s <= t only (needs ``S = T``); a device
+        skips the blocks above the diagonal (``lax.cond``: no work).
+      key_lengths: int, the real keys of each row, with the first leading
+        axes of q (as in :func:`blockwise_attention`).
+      block_size: keys per block inside a device's block.
 
     Returns:
-      ``[..., T, d_v]``, sharded like ``q``: attention on one device.
+      ``[..., T, d_v]``, sharded like ``q``: attention on one device; a
+      query with no allowed key gets zeros.
     """
     _check_ring(q, k, v, mesh, axis)
-    P = mesh.shape[axis]
-    spec = PartitionSpec(*([None] * (len(_shape(q)) - 2)), axis, None)
-    scale = 1.0 / math.sqrt(_shape(q)[-1])
-    ring = [(i, (i + 1) % P) for i in range(P)]  # device i -> i + 1
+    _checks.check_bool("causal", causal)
+    if causal:
+        _checks.check_self(q, k)
+    lead = _shape(q)[:-2]
+    lengths = _check_key_lengths(key_lengths, lead)
+    lengths = jnp.broadcast_to(  # [...], replicated: a few ints
+        _shape(k)[-2] if lengths is None else lengths, lead).astype(jnp.int32)
+    # bf16 in: f32 carries, bf16 out
+    (q, k, v), dtype = _precision.inside(q, k, v)
+    _checks.positive_int("block_size", block_size)
+    return _ring(q, k, v, lengths, mesh, axis, causal,
+                 int(block_size)).astype(dtype)
 
-    def local(q, k, v):  # this device's blocks [..., T/P, d]
-        def step(carry, _):
-            m, l, acc, k, v = carry
-            scores = jnp.einsum("...td,...sd->...ts", q, k) * scale
-            m, l, acc = online_softmax_update(m, l, acc, scores, v)
+
+def _ring_specs(mesh, axis, n_lead):
+    """The PartitionSpecs of a block ``[..., n, d]``, a row ``[..., n]`` and
+    the replicated lengths ``[...]``; the ring's pairs ``i -> i + 1``."""
+    P = mesh.shape[axis]
+    block = PartitionSpec(*([None] * n_lead), axis, None)
+    row = PartitionSpec(*([None] * n_lead), axis)
+    return block, row, PartitionSpec(), [(i, (i + 1) % P) for i in range(P)]
+
+
+def _ring_visit(i, j, S_block, lengths, causal, work, skip):
+    """Device i's work on key block j: :func:`blockwise_attention`'s, with
+    the lengths counted from the block's first key. Causal: block j < i is
+    seen whole, j = i is the diagonal block (causal inside), j > i is
+    skipped (``lax.switch``: no work)."""
+    local_lengths = jnp.clip(lengths - j * S_block, 0, S_block)
+    if not causal:
+        return work(False, local_lengths)
+    branch = jnp.where(j > i, 0, jnp.where(j == i, 2, 1))
+    return jax.lax.switch(branch, [skip, lambda: work(False, local_lengths),
+                                   lambda: work(True, local_lengths)])
+
+
+def _ring_forward(q, k, v, lengths, mesh, axis, causal, block_size):
+    block, row, replicated, ring = _ring_specs(mesh, axis, q.ndim - 2)
+    P = mesh.shape[axis]
+
+    def local(q, k, v, lengths):  # this device's blocks [..., T/P, d]
+        i = jax.lax.axis_index(axis)
+        size = min(block_size, k.shape[-2])
+
+        def step(carry, s):
+            out, lse, k, v = carry
+            j = (i - s) % P  # the block this device holds at step s
+
+            def work(diagonal, n):  # blockwise over block j's keys
+                return _blockwise_forward(q, k, v, None, n, diagonal, size)
+
+            def skip():
+                return jnp.zeros_like(out), jnp.full_like(lse, -jnp.inf)
+
+            out_j, lse_j = _ring_visit(i, j, k.shape[-2], lengths, causal,
+                                       work, skip)
+            # merge two softmaxes by their log-sum-exps
+            new = jnp.logaddexp(lse, lse_j)
+            seen = jnp.isfinite(new)
+            w, w_j = (jnp.where(seen, jnp.exp(x - jnp.where(seen, new, 0.0)),
+                                0.0)[..., None] for x in (lse, lse_j))
+            out = w * out + w_j * out_j
             k = jax.lax.ppermute(k, axis, ring)
             v = jax.lax.ppermute(v, axis, ring)
-            return (m, l, acc, k, v), None
+            return (out, new, k, v), None
 
         # Computed from q, so that shard_map sees it vary across devices.
         zero = q[..., 0] * 0.0  # [..., T/P]
-        init = (zero - jnp.inf, zero, zero[..., None] * v[..., :1, :], k, v)
-        (m, l, acc, _, _), _ = jax.lax.scan(step, init, None, length=P)
-        return acc / l[..., None]
+        init = (zero[..., None] * v[..., :1, :], zero - jnp.inf, k, v)
+        (out, lse, _, _), _ = jax.lax.scan(step, init, jnp.arange(P))
+        return out, lse
 
-    # bf16 in: f32 carries, bf16 out
-    (q, k, v), dtype = _precision.inside(q, k, v)
-    out = _shard_map(local, mesh=mesh, in_specs=(spec, spec, spec),
-                     out_specs=spec)(q, k, v)
-    return out.astype(dtype)
+    return _shard_map(local, mesh=mesh,
+                      in_specs=(block, block, block, replicated),
+                      out_specs=(block, row))(q, k, v, lengths)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _ring(q, k, v, lengths, mesh, axis, causal, block_size):
+    return _ring_forward(q, k, v, lengths, mesh, axis, causal, block_size)[0]
+
+
+def _ring_fwd(q, k, v, lengths, mesh, axis, causal, block_size):
+    out, lse = _ring_forward(q, k, v, lengths, mesh, axis, causal, block_size)
+    return out, (q, k, v, lengths, out, lse)
+
+
+def _ring_bwd(mesh, axis, causal, block_size, residuals, d_out):
+    """The second ring: blockwise attention's backward pass
+    (:func:`_blockwise_bwd`) on each block, from the final output and
+    log-sum-exp, with dK and dV travelling with their block."""
+    block, row, replicated, ring = _ring_specs(mesh, axis, d_out.ndim - 2)
+    P = mesh.shape[axis]
+
+    def local(q, k, v, lengths, out, lse, d_out):
+        i = jax.lax.axis_index(axis)
+        size = min(block_size, k.shape[-2])
+
+        def step(carry, s):
+            dq, k, v, dk, dv = carry
+            j = (i - s) % P
+
+            def work(diagonal, n):
+                return _blockwise_bwd(diagonal, size,
+                                      (q, k, v, None, n, out, lse), d_out)[:3]
+
+            def skip():
+                return q * 0.0, k * 0.0, v * 0.0
+
+            dq_j, dk_j, dv_j = _ring_visit(i, j, k.shape[-2], lengths, causal,
+                                           work, skip)
+            k, v, dk, dv = (jax.lax.ppermute(x, axis, ring)
+                            for x in (k, v, dk + dk_j, dv + dv_j))
+            return (dq + dq_j, k, v, dk, dv), None
+
+        # after P passes each block, and its gradients, are home again
+        init = (q * 0.0, k, v, k * 0.0, v * 0.0)
+        (dq, _, _, dk, dv), _ = jax.lax.scan(step, init, jnp.arange(P))
+        return dq, dk, dv
+
+    q, k, v, lengths, out, lse = residuals
+    dq, dk, dv = _shard_map(
+        local, mesh=mesh,
+        in_specs=(block, block, block, replicated, block, row, block),
+        out_specs=(block, block, block))(q, k, v, lengths, out, lse, d_out)
+    return dq, dk, dv, None
+
+
+_ring.defvjp(_ring_fwd, _ring_bwd)
 
 
 def _check_ring(q, k, v, mesh, axis) -> None:
@@ -796,6 +919,21 @@ def ring_check(seed: int = 0, batch: int = 2, length: int = 64, d: int = 16) -> 
     out_one = jax.jit(materialised_attention)(q, k, v)
     g_ring = jax.jit(jax.grad(ring_loss, argnums=(0, 1, 2)))(qs, ks, vs)
     g_one = jax.jit(jax.grad(one_loss, argnums=(0, 1, 2)))(q, k, v)
+    # causal, and with key lengths: the same comparison, values and gradients
+    lengths = jnp.array([length, length // 2 + 3] * batch)[:batch]
+    padding = (jnp.arange(length) < lengths[:, None])[:, None, :]  # [B, 1, S]
+    causal_mask = jnp.tril(jnp.ones((length, length), bool))
+    masked_gaps = {}
+    for name, kw, mask in (("causal", dict(causal=True), causal_mask),
+                           ("key_lengths", dict(key_lengths=lengths), padding),
+                           ("causal_key_lengths", dict(causal=True, key_lengths=lengths), padding & causal_mask)):
+        ring = lambda q, k, v, kw=kw: ring_attention(q, k, v, mesh=mesh, axis="seq", block_size=8, **kw)
+        one = lambda q, k, v, mask=mask: materialised_attention(q, k, v, mask)
+        gaps = [float(jnp.max(jnp.abs(jax.jit(ring)(qs, ks, vs) - one(q, k, v))))]
+        for a, b in zip(jax.jit(jax.grad(lambda *x: jnp.sum(ring(*x) * cot), argnums=(0, 1, 2)))(qs, ks, vs),
+                        jax.grad(lambda *x: jnp.sum(one(*x) * cot), argnums=(0, 1, 2))(q, k, v)):
+            gaps.append(float(jnp.max(jnp.abs(a - b))))
+        masked_gaps[name] = max(gaps)
     try:
         ring_attention(q[:, 1:], k[:, 1:], v[:, 1:], mesh=mesh, axis="seq")
         message = ""
@@ -808,7 +946,26 @@ def ring_check(seed: int = 0, batch: int = 2, length: int = 64, d: int = 16) -> 
         "output_sharding": str(out_ring.sharding.spec),
         "max_abs_diff_values": float(jnp.max(jnp.abs(out_ring - out_one))),
         "max_abs_diff_grads": float(max(jnp.max(jnp.abs(a - b)) for a, b in zip(g_ring, g_one))),
+        "max_abs_diff_masked": masked_gaps,
     }
+
+
+def ring_memory(lengths=(2048, 4096, 8192), d: int = 64, block_size: int = 128) -> dict[str, Any]:
+    """Compiled memory per device (XLA's analysis, nothing allocated) of ring attention over every
+    device there is, forward and with its gradient, at each total length: ``{"lengths": [...],
+    "forward": [...], "training": [...], "causal_training": [...]}`` in bytes (scratch memory)."""
+    mesh = sequence_mesh(axis="seq")
+    sharding = NamedSharding(mesh, PartitionSpec(None, "seq", None))
+    result = {"n_devices": len(mesh.devices.flat), "block_size": block_size, "lengths": list(lengths),
+              "forward": [], "training": [], "causal_training": []}
+    for n in lengths:
+        x = jax.ShapeDtypeStruct((1, n, d), jnp.float32, sharding=sharding)
+        for key, causal in (("forward", False), ("training", False), ("causal_training", True)):
+            fn = functools.partial(ring_attention, mesh=mesh, axis="seq", causal=causal, block_size=block_size)
+            if key != "forward":
+                fn = jax.grad(lambda q, k, v, fn=fn: jnp.sum(fn(q, k, v)), argnums=(0, 1, 2))
+            result[key].append(compiled_memory(fn, x, x, x)["temp"])
+    return result
 
 
 def data_parallel_check(steps: int = 5, batch_size: int = 32, seed: int = 0) -> dict[str, Any]:
@@ -865,7 +1022,9 @@ def data_parallel_check(steps: int = 5, batch_size: int = 32, seed: int = 0) -> 
 _COMMANDS = {
     "ring": lambda: ring_check(),
     "data_parallel": lambda: data_parallel_check(),
-    "checks": lambda: {"ring": ring_check(), "data_parallel": data_parallel_check()},
+    "ring_memory": lambda: ring_memory(),
+    "checks": lambda: {"ring": ring_check(), "data_parallel": data_parallel_check(),
+                       "ring_memory": ring_memory()},
 }
 
 
