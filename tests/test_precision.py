@@ -37,9 +37,11 @@ def _rounded(*xs):
     return low, tuple(x.astype(jnp.float32) for x in low)
 
 
-def _jax_nn(q, k, v, local_window_size=None, is_causal=False):
+def _jax_nn(q, k, v, window=None, is_causal=False):
+    # the window as a mask: jax 0.7's local_window_size computes another attention
+    mask = None if window is None else efficient.sliding_window_mask(q.shape[-2], window)[None, None]
     one_head = jax.nn.dot_product_attention(q[:, :, None], k[:, :, None], v[:, :, None],
-                                            is_causal=is_causal, local_window_size=local_window_size)
+                                            is_causal=is_causal, mask=mask)
     return one_head[:, :, 0]
 
 
@@ -126,7 +128,7 @@ ATTENTIONS = {
     "blockwise_causal": (functools.partial(efficient.blockwise_attention, block_size=128, causal=True), _qkv,
                          functools.partial(_jax_nn, is_causal=True)),
     "sliding_window": (lambda q, k, v: efficient.sliding_window_attention(q, k, v, 64), _qkv,
-                       functools.partial(_jax_nn, local_window_size=(63, 0))),
+                       functools.partial(_jax_nn, window=64)),
     "linear": (functools.partial(efficient.linear_attention, causal=False), _qkv, None),
     "linear_causal": (functools.partial(efficient.linear_attention, causal=True), _qkv, None),
     "linear_recurrent": (efficient.linear_attention_recurrent, _qkv, None),
