@@ -130,6 +130,16 @@ def test_blockwise_key_lengths_need_no_more_memory_than_no_mask():
     assert dense[0] > 1.2 * none[0], (dense, none)  # the measurement sees a [B, H, T, S] mask
 
 
+def test_blockwise_causal_skips_the_blocks_above_the_diagonal():
+    """Causal: query blocks under lax.map, and a lax.cond that skips each key block after the query
+    block's last query, in the forward pass and in the gradient; without causal, no cond at all."""
+    q = jnp.ones((1, 64, 8))
+    causal = lambda q: efficient.blockwise_attention(q, q, q, block_size=16, causal=True)
+    full = lambda q: efficient.blockwise_attention(q, q, q, block_size=16)
+    assert "cond[" in str(jax.make_jaxpr(causal)(q)) and "cond[" not in str(jax.make_jaxpr(full)(q))
+    assert str(jax.make_jaxpr(jax.grad(lambda q: jnp.sum(causal(q))))(q)).count("cond[") >= 2
+
+
 def test_blockwise_fully_masked_rows_give_zeros_like_chapter_06():
     q, k, v = _qkv(3, (2,), 6, 9, 4, d_v=3)
     mask = _bernoulli(4, 0.5, (2, 6, 9)).at[:, 2, :].set(False)

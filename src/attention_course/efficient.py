@@ -131,15 +131,16 @@ def _key_blocks(x: jax.Array, block_size: int, fill) -> jax.Array:
 
 
 def _block_mask(mask, lengths, causal: bool, T: int, S: int,
-                block_size: int):
+                block_size: int, q_offset=0):
     """The mask cut into key blocks, and the function that finishes one.
 
     ``mask`` is ``[..., T or 1, S]`` (leading axes broadcast) or None;
     ``lengths`` the keys each row may see, ``[...]``, or None. Returns
     ``blocks`` ``[n, ..., T or 1, B]`` (or None) and
     ``block(j, blocks[j])``, which also forbids the padding past ``S``,
-    keys past ``lengths`` and, if ``causal``, keys after the query: each
-    from the block's key positions, never as a ``[..., T, S]`` array.
+    keys past ``lengths`` and, if ``causal``, keys after the query (the
+    queries are positions ``q_offset + t``): each from the block's key
+    positions, never as a ``[..., T, S]`` array.
     """
     blocks = None
     if mask is not None:
@@ -154,23 +155,25 @@ def _block_mask(mask, lengths, causal: bool, T: int, S: int,
         if lengths is not None:  # [..., 1, B]
             allowed = allowed & (key_pos < lengths[..., None, None])
         if causal:  # [T, B]: query t sees key s <= t
-            allowed = allowed & (jnp.arange(T)[:, None] >= key_pos)
+            query_pos = q_offset + jnp.arange(T)
+            allowed = allowed & (query_pos[:, None] >= key_pos)
         return allowed
 
     return blocks, block
 
 
 def _blockwise_forward(q, k, v, mask, lengths, causal: bool,
-                       block_size: int):
+                       block_size: int, q_offset=0):
     """Output ``[..., T, d_v]`` and log-sum-exp ``[..., T]`` (``-inf``
-    for a row with no allowed key), one key block per scan step."""
+    for a row with no allowed key), one key block per scan step; causal,
+    the blocks after the last query are skipped."""
     T, S, d_k = q.shape[-2], k.shape[-2], q.shape[-1]
     # on the scores, as the backward pass recomputes them
     scale = 1.0 / math.sqrt(d_k)
     k_blocks = _key_blocks(k, block_size, 0.0)  # [n, ..., B, d_k]
     v_blocks = _key_blocks(v, block_size, 0.0)  # [n, ..., B, d_v]
     mask_blocks, block_mask = _block_mask(mask, lengths, causal, T, S,
-                                          block_size)
+                                          block_size, q_offset)
     # zeros made from q, so that inside ring attention's shard_map they
     # vary across devices as q does
     zero = q[..., 0] * 0.0  # [..., T]
@@ -180,10 +183,17 @@ def _blockwise_forward(q, k, v, mask, lengths, causal: bool,
 
     def step(carry, xs):
         j, k_b, v_b, mask_b = xs
-        scores = jnp.einsum("...td,...bd->...tb", q, k_b) * scale  # [..., T, B]
-        carry = online_softmax_update(*carry, scores, v_b,
-                                      block_mask(j, mask_b))
-        return carry, None
+
+        def fold(carry):
+            scores = jnp.einsum("...td,...bd->...tb", q, k_b) * scale
+            return online_softmax_update(*carry, scores, v_b,
+                                         block_mask(j, mask_b))
+
+        if not causal:
+            return fold(carry), None
+        # a block after the last query: no work (lax.cond)
+        seen = j * block_size <= q_offset + T - 1
+        return jax.lax.cond(seen, fold, lambda c: c, carry), None
 
     index = jnp.arange(k_blocks.shape[0])
     (m, l, acc), _ = jax.lax.scan(
@@ -195,14 +205,16 @@ def _blockwise_forward(q, k, v, mask, lengths, causal: bool,
     return out, lse
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _blockwise(q, k, v, mask, lengths, causal, block_size):
-    return _blockwise_forward(q, k, v, mask, lengths, causal, block_size)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _blockwise(q, k, v, mask, lengths, q_offset, causal, block_size):
+    return _blockwise_forward(q, k, v, mask, lengths, causal, block_size,
+                              q_offset)[0]
 
 
-def _blockwise_fwd(q, k, v, mask, lengths, causal, block_size):
-    out, lse = _blockwise_forward(q, k, v, mask, lengths, causal, block_size)
-    return out, (q, k, v, mask, lengths, out, lse)
+def _blockwise_fwd(q, k, v, mask, lengths, q_offset, causal, block_size):
+    out, lse = _blockwise_forward(q, k, v, mask, lengths, causal, block_size,
+                                  q_offset)
+    return out, (q, k, v, mask, lengths, q_offset, out, lse)
 
 
 def _blockwise_bwd(causal, block_size, residuals, d_out):
@@ -214,28 +226,36 @@ def _blockwise_bwd(causal, block_size, residuals, d_out):
         dV = P^T dO,    dP = dO V^T,    dS = P * (dP - D),
         dQ += dS K / sqrt(d_k),         dK = dS^T Q / sqrt(d_k)
     """
-    q, k, v, mask, lengths, out, lse = residuals
+    q, k, v, mask, lengths, q_offset, out, lse = residuals
     T, S, d_k = q.shape[-2], k.shape[-2], q.shape[-1]
     scale = 1.0 / math.sqrt(d_k)
     k_blocks = _key_blocks(k, block_size, 0.0)
     v_blocks = _key_blocks(v, block_size, 0.0)
     mask_blocks, block_mask = _block_mask(mask, lengths, causal, T, S,
-                                          block_size)
+                                          block_size, q_offset)
     D = jnp.sum(d_out * out, axis=-1)  # [..., T]
     some = jnp.isfinite(lse)[..., None]  # rows with an allowed key
     lse = jnp.where(jnp.isfinite(lse), lse, 0.0)
 
     def step(dq, xs):
         j, k_b, v_b, mask_b = xs
-        scores = jnp.einsum("...td,...bd->...tb", q, k_b) * scale
-        p = jnp.exp(scores - lse[..., None])  # [..., T, B]
-        p = jnp.where(block_mask(j, mask_b) & some, p, 0.0)
-        dv_b = jnp.einsum("...tb,...td->...bd", p, d_out)
-        dp = jnp.einsum("...td,...bd->...tb", d_out, v_b)
-        ds = p * (dp - D[..., None])
-        dq = dq + jnp.einsum("...tb,...bd->...td", ds, k_b) * scale
-        dk_b = jnp.einsum("...tb,...td->...bd", ds, q) * scale
-        return dq, (dk_b, dv_b)
+
+        def grads(dq):
+            scores = jnp.einsum("...td,...bd->...tb", q, k_b) * scale
+            p = jnp.exp(scores - lse[..., None])  # [..., T, B]
+            p = jnp.where(block_mask(j, mask_b) & some, p, 0.0)
+            dv_b = jnp.einsum("...tb,...td->...bd", p, d_out)
+            dp = jnp.einsum("...td,...bd->...tb", d_out, v_b)
+            ds = p * (dp - D[..., None])
+            dq = dq + jnp.einsum("...tb,...bd->...td", ds, k_b) * scale
+            dk_b = jnp.einsum("...tb,...td->...bd", ds, q) * scale
+            return dq, (dk_b, dv_b)
+
+        if not causal:
+            return grads(dq)
+        seen = j * block_size <= q_offset + T - 1
+        return jax.lax.cond(seen, grads,
+                            lambda dq: (dq, (k_b * 0.0, v_b * 0.0)), dq)
 
     index = jnp.arange(k_blocks.shape[0])
     dq, (dk, dv) = jax.lax.scan(
@@ -245,7 +265,7 @@ def _blockwise_bwd(causal, block_size, residuals, d_out):
         x = jnp.moveaxis(x, 0, -3)
         return x.reshape(*x.shape[:-3], -1, x.shape[-1])[..., :S, :]
 
-    return dq, unblock(dk), unblock(dv), None, None
+    return dq, unblock(dk), unblock(dv), None, None, None
 
 
 _blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)
@@ -273,7 +293,9 @@ def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array,
         attend to key s. A padding mask ``[..., 1, S]`` stays that size.
       block_size: keys per block, any positive int (need not divide S).
       causal: also forbid keys after the query (s > t), block by block,
-        with no ``[T, S]`` mask.
+        with no ``[T, S]`` mask; the queries are then taken in blocks of
+        ``block_size`` too, and the key blocks after a query block's last
+        query are skipped (``lax.cond``), about half of them.
       key_lengths: int, the number of real keys of each row, with the
         first leading axes of q (``[B]`` for q ``[B, H, T, d]``): keys
         ``s >= key_lengths`` are padding. Like ``causal``, it is applied
@@ -304,8 +326,32 @@ def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array,
         mask = jnp.asarray(mask)
         mask = mask.reshape((1,) * (len(lead) + 2 - mask.ndim) + mask.shape)
         mask = jnp.broadcast_to(mask, (*lead, mask.shape[-2], S))
-    out = _blockwise(q, k, v, mask, lengths, causal, int(min(block_size, S)))
+    block_size = int(min(block_size, S))
+    if causal and T > block_size:  # query blocks too, to skip whole blocks
+        return _causal_tiles(q, k, v, mask, lengths, block_size).astype(dtype)
+    out = _blockwise(q, k, v, mask, lengths, 0, causal, block_size)
     return out.astype(dtype)
+
+
+def _causal_tiles(q, k, v, mask, lengths, block_size):
+    """Causal blockwise attention, one block of queries at a time
+    (``lax.map``): query block i folds in key blocks 0..i and skips the
+    rest, FlashAttention's loop order, so about half the blocks cost
+    nothing."""
+    T = q.shape[-2]
+    q_tiles = _key_blocks(q, block_size, 0.0)  # [n, ..., B, d_k]
+    rows = mask is not None and mask.shape[-2] > 1
+    mask_tiles = _key_blocks(mask, block_size, False) if rows else None
+    offsets = jnp.arange(q_tiles.shape[0]) * block_size
+
+    def tile(xs):
+        offset, q_b, mask_b = xs
+        return _blockwise(q_b, k, v, mask_b if rows else mask, lengths,
+                          offset, True, block_size)
+
+    out = jax.lax.map(tile, (offsets, q_tiles, mask_tiles))
+    out = jnp.moveaxis(out, 0, -3)  # [..., n, B, d_v]
+    return out.reshape(*out.shape[:-3], -1, out.shape[-1])[..., :T, :]
 
 
 def _check_key_lengths(key_lengths, lead):
@@ -731,7 +777,8 @@ def _ring_bwd(mesh, axis, causal, block_size, residuals, d_out):
 
             def work(diagonal, n):
                 return _blockwise_bwd(diagonal, size,
-                                      (q, k, v, None, n, out, lse), d_out)[:3]
+                                      (q, k, v, None, n, 0, out, lse),
+                                      d_out)[:3]
 
             def skip():
                 return q * 0.0, k * 0.0, v * 0.0
