@@ -13,6 +13,7 @@ import nbformat
 import pytest
 
 from attention_course import coursework
+from attention_course.coursework import grader, notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def source_notebook(number):
 def with_cell(nb, label, source):
     """A copy of ``nb`` whose exercise cell ``label`` holds ``source``."""
     nb = json.loads(json.dumps(nb))
-    wanted = coursework.exercise_cells(nb)[label]["id"]
+    wanted = notebook.exercise_cells(nb)[label]["id"]
     for cell in nb["cells"]:
         if cell.get("id") == wanted:
             cell["source"] = source
@@ -84,7 +85,7 @@ def test_assignment_layout_and_student_copy(assignments):
     assert "tests/q04_ex-search-predict.py" in names
     # hidden: the expected values are not in the student's copy
     hidden = (target / "autograder" / "tests" / "q01_ex-search-score.py").read_text()
-    blob = hidden.split('EXPECTED = (\n')[1].split('"')[1]
+    blob = hidden.split('HIDDEN = (\n')[1].split('"')[1]
     assert blob[:40] not in text
     assert "ex-search-capacity" in (target / "EXERCISES.md").read_text()
 
@@ -200,7 +201,7 @@ def test_grade_chapter_01_good_wrong_and_bad_submissions(assignments, tmp_path):
         ),
     )
     # the kernel runs as nobody when we are root (unless nobody cannot read the checkout)
-    popen = coursework._runner()[2]
+    popen = grader._runner()[2]
     uid = popen.get("user", os.getuid())
     BAD_01["segfault_and_huge_output.ipynb"][0]["ex-bottleneck-reverse"] = (
         f"import os\nassert os.getuid() == {uid}, os.getuid()\n" + CORRECT_REVERSE
@@ -262,7 +263,7 @@ def test_grade_chapter_01_good_wrong_and_bad_submissions(assignments, tmp_path):
     assert "Score: 4 / 6" in text
     assert "\u2717 ex-bottleneck-objective (0/2): masked_nll: hidden case 1 of 5" in text
     assert "\u2713 ex-bottleneck-final-state (2/2)" in text
-    assert "ex-bottleneck-halve: not graded" in text
+    assert "ex-bottleneck-halve: graded by hand" in text
     assert "switched off while grading" in (folder / "feedback" / "calls_reference.md").read_text()
 
 
@@ -314,7 +315,7 @@ def test_cli_usage(tmp_path):
 def test_without_root_the_audit_hook_refuses_writes_outside(assignments, tmp_path, monkeypatch):
     """Grading as an ordinary user (no switch to nobody): the kernel's audit hook alone keeps
     the instructor's files, and the other exercises are still graded."""
-    monkeypatch.setattr(coursework, "_RUNNER", {"python": sys.executable, "env": {}, "popen": {}})
+    monkeypatch.setattr(grader, "_RUNNER", {"python": sys.executable, "env": {}, "popen": {}})
     folder = tmp_path / "submissions"
     folder.mkdir()
     assignment = assignments["01"]

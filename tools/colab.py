@@ -47,7 +47,8 @@ KERNEL_NAME = "colab-twin"
 SOURCE = OUT / "source"  # the course as Colab's pip would get it from the repository
 CONTENT = OUT / "content"  # the working directory, like Colab's /content
 BOOK_TESTS = ("tests/browser", "tests/test_book.py", "tests/test_book_lanes.py", "tests/test_publish.py",
-              "tests/test_coursework.py", "tests/test_claims_build.py")
+              "tests/test_coursework.py", "tests/test_coursework_chapters.py", "tests/test_gradescope.py",
+              "tests/test_claims_build.py")
 INSTALL_SPEC = '"attention-course @ git+{repo}"'
 CELL_TIMEOUT = 600
 

@@ -37,6 +37,7 @@ writes a student copy of every ``notebooks/*.ipynb`` into ``student/``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -58,6 +59,7 @@ __all__ = [
     "digest",
     "keep_going",
     "main",
+    "numerics",
     "strip_solutions",
     "student_notebook",
 ]
@@ -255,6 +257,24 @@ def _describe_exception(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
+PRECISION = "highest"  # float32 products inside a check, on every backend
+
+
+@contextlib.contextmanager
+def numerics():
+    """The numerics a check runs the student's code and the reference under: float32 matrix
+    products at the highest precision (``jax.default_matmul_precision``), whatever the
+    runtime's default is (one bfloat16 pass on a TPU, TF32 on recent GPUs), so that a right
+    answer that orders its products differently from the reference still agrees to 1e-5."""
+    try:
+        import jax
+    except ImportError:  # pragma: no cover -- a check of NumPy code
+        yield
+        return
+    with jax.default_matmul_precision(PRECISION):
+        yield
+
+
 def _call(fn: Callable, case: Any) -> Any:
     """Call ``fn`` with a case: a tuple is positional arguments, a dict keyword arguments,
     anything else the single argument."""
@@ -307,6 +327,10 @@ def check(
     NaN matches NaN); tuples, lists, dicts and dataclasses item by item; sets exactly;
     numbers within tolerance; anything else with ``==``.
 
+    Both functions run with float32 matrix products at the highest precision
+    (:func:`numerics`): on a TPU (one bfloat16 pass by default) or a TF32 GPU, a right answer
+    that orders its products differently from the reference is still right to 1e-5.
+
     If the reference raises on a case, the student's function must raise the same kind of
     exception there (a case can test input validation).  If the student's function raises
     anywhere else, the verdict quotes the exception.
@@ -346,36 +370,37 @@ def check(
     if not plan:
         raise ValueError("cases: expected at least one case (or make_case), got none")
 
-    for where, case in plan:
-        try:
-            expected = _call(reference_fn, case)
-        except Exception as reference_error:  # the case tests input validation
+    with numerics():  # the same numerics for both, on every backend
+        for where, case in plan:
             try:
-                got = _call(student_fn, case)
-            except type(reference_error):
-                continue
-            except NotImplementedError:
-                return _verdict(False, f"{label}: not implemented yet")
-            except Exception as error:  # noqa: BLE001
+                expected = _call(reference_fn, case)
+            except Exception as reference_error:  # the case tests input validation
+                try:
+                    got = _call(student_fn, case)
+                except type(reference_error):
+                    continue
+                except NotImplementedError:
+                    return _verdict(False, f"{label}: not implemented yet")
+                except Exception as error:  # noqa: BLE001
+                    return _verdict(
+                        False,
+                        f"{label}: {where}: expected {type(reference_error).__name__}, "
+                        f"raised {_describe_exception(error)}",
+                    )
                 return _verdict(
                     False,
-                    f"{label}: {where}: expected {type(reference_error).__name__}, "
-                    f"raised {_describe_exception(error)}",
+                    f"{label}: {where}: expected {type(reference_error).__name__}, got no exception "
+                    f"(returned {_short(got)})",
                 )
-            return _verdict(
-                False,
-                f"{label}: {where}: expected {type(reference_error).__name__}, got no exception "
-                f"(returned {_short(got)})",
-            )
-        try:
-            got = _call(student_fn, case)
-        except NotImplementedError:
-            return _verdict(False, f"{label}: not implemented yet")
-        except Exception as error:  # noqa: BLE001 -- report, never crash the notebook
-            return _verdict(False, f"{label}: {where}: raised {_describe_exception(error)}")
-        problem = _compare(got, expected, atol, rtol)
-        if problem:
-            return _verdict(False, f"{label}: {where}: {problem}")
+            try:
+                got = _call(student_fn, case)
+            except NotImplementedError:
+                return _verdict(False, f"{label}: not implemented yet")
+            except Exception as error:  # noqa: BLE001 -- report, never crash the notebook
+                return _verdict(False, f"{label}: {where}: raised {_describe_exception(error)}")
+            problem = _compare(got, expected, atol, rtol)
+            if problem:
+                return _verdict(False, f"{label}: {where}: {problem}")
     count = len(plan)
     return _verdict(True, f"{label}: all {count} case{'s' if count != 1 else ''} pass")
 

@@ -1,7 +1,7 @@
 """The otter-grader plugin of the coursework (``otter_config.json`` names it).
 
 Its ``before_execution`` replaces the submission that otter is about to execute by
-:func:`attention_course.coursework.grading_notebook`: a guard, the chapter's import cell and the
+:func:`attention_course.coursework.grader.grading_notebook`: a guard, the chapter's import cell and the
 student's exercise cells, so that grading runs none of the chapter's experiments.  It needs
 otter-grader installed (the instructor's machine, Gradescope), never the student's.
 """
@@ -12,7 +12,7 @@ import os
 
 from otter.plugins import AbstractOtterPlugin
 
-from attention_course.coursework import grading_notebook
+from attention_course.coursework.grader import grading_notebook
 
 
 class CourseworkPlugin(AbstractOtterPlugin):

@@ -1,0 +1,89 @@
+"""Chapter 01, the bottleneck (RNNencdec), as coursework.
+
+Written before the notebook's checks were read for the graded names: each exercise gives its
+parts (graded names, references, tolerances) and hidden cases here, in other shapes than the
+notebook's visible cases; the references its check calls are switched off with those listed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from attention_course.coursework import spec
+from attention_course.coursework.spec import Chapter, Exercise, Part, ref, seeded
+
+def _states_case(rng):
+    jnp = spec.jnp()
+    B, T, H = 5, 9, 4
+    return jnp.asarray(rng.normal(size=(B, T, H)), jnp.float32), jnp.asarray(
+        rng.integers(1, T + 1, size=B)
+    )
+
+
+def _logits_case(rng):
+    jnp = spec.jnp()
+    B, T, V = 2, 7, 11
+    mask = rng.random((B, T)) < 0.6
+    mask[1, 0] = True
+    return (
+        jnp.asarray(10 * rng.normal(size=(B, T, V)), jnp.float32),
+        jnp.asarray(rng.integers(0, V, size=(B, T))),
+        jnp.asarray(mask),
+    )
+
+
+def _source_case(rng):
+    from attention_course import tasks
+
+    jnp = spec.jnp()
+    B, T = 5, 11
+    lengths = rng.integers(1, T + 1, size=B)
+    source = rng.integers(3, 30, size=(B, T))
+    source = np.where(np.arange(T)[None] < lengths[:, None] - 1, source, 0)
+    source[np.arange(B), lengths - 1] = tasks.EOS_ID
+    return jnp.asarray(source), jnp.asarray(lengths)
+
+
+CHAPTER = Chapter(
+    "01",
+    "bottleneck",
+    (
+        Exercise(
+            "ex-bottleneck-final-state",
+            2,
+            (Part("last_states", "function", seeded(6, _states_case), ref("rnn.state_at_length")),),
+            off=("rnn.state_at_length",),
+        ),
+        Exercise(
+            "ex-bottleneck-objective",
+            2,
+            (
+                Part(
+                    "masked_nll",
+                    "function",
+                    seeded(5, _logits_case),
+                    ref("train.sequence_cross_entropy"),
+                    atol=1e-4,
+                ),
+            ),
+            off=("train.sequence_cross_entropy",),
+        ),
+        Exercise(
+            "ex-bottleneck-reverse",
+            2,
+            (
+                Part(
+                    "reverse_words",
+                    "function",
+                    seeded(6, _source_case),
+                    ref("bottleneck.reverse_source_words"),
+                ),
+            ),
+            off=("bottleneck.reverse_source_words", "rnn.reverse_padded"),
+        ),
+    ),
+    {
+        "ex-bottleneck-halve": "predict, then measure on the trained sweep: its answer is a "
+        "prediction in prose and a measurement of models that only full mode trains",
+    },
+)
