@@ -157,6 +157,9 @@ def build_assignment(number: str, out_root: Path | None = None) -> Path:
         "lang": "python",
         "plugins": [{"attention_course.coursework.plugin.CourseworkPlugin": plugin}],
         "show_hidden": True,
+        # every test is hidden: otter's summary of the public ones would say "All test cases
+        # passed!" to a student who scored 0, until the grades are published
+        "force_public_test_summary": False,
         "logo": False,
         "print_summary": False,
         "print_score": False,
