@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
 
-.PHONY: book test unit fastbook browser colab publish repository serve student assignment grade bench seeds clean venv
+.PHONY: book test unit fastbook browser colab publish repository serve student assignment grade gradescope bench seeds clean venv
 
 venv: $(STAMP)
 
@@ -68,11 +68,17 @@ seeds: $(STAMP)
 student: $(STAMP)
 	$(PY) -m attention_course.grading strip notebooks _build/student
 
-## assignment: a chapter as an otter-grader assignment: make assignment CHAPTER=04 writes
+## assignment: a chapter (01-07) as an otter-grader assignment: make assignment CHAPTER=04 writes
 ## _build/assignments/04_soft_search/ (student notebook, autograder.zip with hidden tests)
 assignment: $(STAMP)
 	@test -n "$(CHAPTER)" || { echo "usage: make assignment CHAPTER=NN"; exit 2; }
 	$(PY) -m attention_course.coursework assignment $(CHAPTER)
+
+## gradescope: what Gradescope would record for one notebook: make gradescope CHAPTER=04 SUBMISSION=NB
+## runs autograder.zip as Gradescope's run_autograder does, in a scratch copy of /autograder
+gradescope: $(STAMP)
+	@test -n "$(CHAPTER)" -a -n "$(SUBMISSION)" || { echo "usage: make gradescope CHAPTER=NN SUBMISSION=NB.ipynb"; exit 2; }
+	$(PY) -m attention_course.coursework gradescope $(CHAPTER) $(SUBMISSION)
 
 ## grade: grade every DIR/*.ipynb with otter: make grade CHAPTER=04 SUBMISSIONS=DIR writes
 ## DIR/grades.csv and DIR/feedback/ (makes the assignment first when it is missing)

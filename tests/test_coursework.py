@@ -263,7 +263,7 @@ def test_grade_chapter_01_good_wrong_and_bad_submissions(assignments, tmp_path):
     assert "Score: 4 / 6" in text
     assert "\u2717 ex-bottleneck-objective (0/2): masked_nll: hidden case 1 of 5" in text
     assert "\u2713 ex-bottleneck-final-state (2/2)" in text
-    assert "ex-bottleneck-halve: graded by hand" in text
+    assert "ex-bottleneck-halve, graded by hand" in text
     assert "switched off while grading" in (folder / "feedback" / "calls_reference.md").read_text()
 
 

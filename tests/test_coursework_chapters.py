@@ -196,3 +196,54 @@ def test_a_forged_class_is_graded_right(number, assignments, tmp_path):
     line = next(l for l in feedback.splitlines() if l.startswith(f"- \u2717 {wrong_label}"))
     assert f"{wrong_name}: hidden case 1 of" in line and "expected" in line, line
     assert "(" in line.split("hidden case 1 of", 1)[1]  # the case's arguments are named
+
+
+# --- Run All on a student copy ---------------------------------------------------------------
+
+
+def _unguarded_calls(source, names):
+    """Calls of ``names`` that run when the cell runs: not inside a function, a lambda, an
+    ``if`` (``if done:``) or a ``try``, and not an argument of a ``grading.`` call."""
+    tree = ast.parse(notebook.python(source))
+    found = []
+
+    def visit(node, guarded):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            return
+        if isinstance(node, (ast.If, ast.Try)):
+            guarded = True
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and getattr(func.value, "id", None) == "grading":
+                guarded = True
+            elif isinstance(func, ast.Name) and func.id in names and not guarded:
+                found.append(f"line {node.lineno}: {func.id}(...)")
+        for child in ast.iter_child_nodes(node):
+            visit(child, guarded)
+
+    visit(tree, False)
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+def test_run_all_on_a_student_copy_never_calls_an_unfinished_solution(path):
+    """In ``make student``'s copy a solution is ``raise NotImplementedError``: a cell after its
+    check that calls it must wait for the check to pass (``if done:``), or Run All stops there."""
+    nb = load(path)
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    solutions = [c for c in cells if "# BEGIN SOLUTION" in notebook.source(c)]
+    names = {n for c in solutions for n in notebook.defined_names(notebook.source(c))
+             if n in notebook.solution_names(notebook.source(c))
+             or f"def {n}(" in notebook.source(c)}
+    stops = {c.get("id"): _unguarded_calls(notebook.source(c), names)
+             for c in cells if c not in solutions}
+    stops = {cell: calls for cell, calls in stops.items() if calls}
+    assert not stops, f"{path.name}: Run All would stop at {stops}"
+
+
+def test_the_run_all_rule_catches_chapter_07s_old_cell():
+    old = ("grading.check(my_scores_bytes, lambda n: 4 * n * n, cases=[1024])\n"
+           "print(my_scores_bytes(32_768) / 2**30)\n")
+    assert _unguarded_calls(old, {"my_scores_bytes"}) == ["line 2: my_scores_bytes(...)"]
+    guarded = "done = grading.check(my_scores_bytes, f)\nif done:\n    my_scores_bytes(1)\n"
+    assert _unguarded_calls(guarded, {"my_scores_bytes"}) == []

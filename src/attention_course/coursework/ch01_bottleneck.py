@@ -85,5 +85,6 @@ CHAPTER = Chapter(
     {
         "ex-bottleneck-halve": "predict, then measure on the trained sweep: its answer is a "
         "prediction in prose and a measurement of models that only full mode trains",
+        "ex-bottleneck-objective": "why jax.nn.log_softmax and not log(softmax) (prose)",
     },
 )

@@ -106,5 +106,7 @@ CHAPTER = Chapter(
     {
         "ex-cursors-frames": "predict, then measure on the trained transducers: the share "
         "depends on models that only full mode trains",
+        "ex-cursors-count": "the closed form explained (prose)",
+        "ex-cursors-short": "how many alignments there are for one frame (prose)",
     },
 )

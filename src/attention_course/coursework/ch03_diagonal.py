@@ -74,5 +74,8 @@ CHAPTER = Chapter(
             off=("diagonal.coverage",),
         ),
     ),
-    {},
+    {
+        "ex-diagonal-width": "why a band of this width, and what a much wider one would do (prose)",
+        "ex-diagonal-reverse": "why no fixed alignment can be right for copy and reverse (prose)",
+    },
 )

@@ -102,5 +102,7 @@ CHAPTER = Chapter(
     {
         "ex-search-capacity": "an open experiment (train again, compare seeds); its answer "
         "is prose",
+        "ex-search-mask": "why jnp.where is safer than multiplying by the mask (prose)",
+        "ex-search-predict": "where the weight goes for que, explained (prose)",
     },
 )

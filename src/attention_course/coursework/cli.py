@@ -32,6 +32,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     g.add_argument("--assignment", type=Path, default=None)
     g.add_argument("--jobs", type=int, default=2)
     g.add_argument("--limit", type=float, default=SUBMISSION_LIMIT_S)
+    s = commands.add_parser("gradescope", help="run autograder.zip on one notebook as Gradescope "
+                            "would, in a scratch copy of its layout; print results.json's tests")
+    s.add_argument("chapter")
+    s.add_argument("submission", type=Path)
+    s.add_argument("--assignment", type=Path, default=None)
     r = commands.add_parser("_run")
     r.add_argument("zip")
     r.add_argument("notebook")
@@ -57,9 +62,38 @@ def main(argv: Iterable[str] | None = None) -> int:
         for r in results:
             print(f"  {r.file}: {_format_points(sum(r.scores.values()))} ({r.status})")
         return 0
+    if args.command == "gradescope":
+        return _gradescope(args.chapter, args.submission, args.assignment)
     if args.command == "_run":
         return _run(args.zip, args.notebook, args.out)
     return 2
+
+
+def _gradescope(number: str, submission: Path, assignment: Path | None) -> int:
+    """What Gradescope would record for ``submission``: each test's score and output."""
+    import tempfile
+
+    from attention_course.coursework import chapter, gradescope
+    from attention_course.coursework.notebook import ROOT
+
+    ch = chapter(number)
+    assignment = assignment or ROOT / "_build" / "assignments" / ch.name
+    zip_path = assignment / "autograder" / "autograder.zip"
+    if not zip_path.exists():
+        build_assignment(ch.number)
+    with tempfile.TemporaryDirectory(prefix="gradescope-") as scratch:
+        results = gradescope.run(zip_path, submission, Path(scratch) / "autograder")
+    total = 0.0
+    for test in results.get("tests", []):
+        if "max_score" not in test:
+            continue
+        total += float(test.get("score", 0))
+        print(f"{test['name']}: {test.get('score', 0):g} / {test['max_score']:g} "
+              f"(shown to the student: {test.get('visibility', 'visible')})")
+        for line in str(test.get("output", "")).strip().splitlines()[-1:]:
+            print(f"  {line.strip()}")
+    print(f"total {total:g}")
+    return 0
 
 
 

@@ -368,7 +368,7 @@ def _read_results(results: dict, labels: Sequence[str], points: dict[str, int]):
                 (line for line in reversed(lines) if line.startswith("AssertionError")), None
             )
             message = message[len("AssertionError: "):] if message else (lines[-1] if lines else "failed")
-            feedback[name] = message[:300]
+            feedback[name] = message[:400]
     return scores, feedback
 
 
@@ -445,6 +445,6 @@ def _feedback_text(r: Result, ch: spec.Chapter) -> str:
         message = r.feedback.get(ex.label, "not graded" if r.status.startswith("not a notebook") else "failed")
         lines.append(f"- {mark} {ex.label} ({_format_points(got)}/{ex.points}): {message}")
     for label, why in ch.manual.items():
-        lines.append(f"- {label}: graded by hand, not by the autograder ({why})")
+        lines.append(f"- {label}, graded by hand: {why}")
     return "\n".join(lines) + "\n"
 

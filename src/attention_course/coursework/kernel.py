@@ -404,5 +404,9 @@ def run_hidden_cases(env: dict, label: str, blob: str | Iterable[str]) -> None:
             if problem and part["kind"] == "value":  # the answer itself: do not give it away
                 raise AssertionError(f"{where}: not the expected answer (got {_short(got)})")
             if problem:
+                if problem.startswith(("[", ".")):  # one output of several
+                    problem = f"output {problem}"
+                if "abs error" in problem:
+                    problem += f" [allowed: {part['atol']:g} + {part['rtol']:g} x |expected|]"
                 raise AssertionError(f"{where}: {problem}")
     _log(f"passed {label}")
