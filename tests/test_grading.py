@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -448,3 +449,21 @@ def test_check_digest_recognises_the_answer_without_showing_it(capsys):
     assert verdict(capsys) == "\u2717 saved: not the expected answer (got 5120000)"
     assert grading.digest(0.1 + 0.2) == grading.digest(0.3)
     assert grading.digest("verte") != grading.digest("vert")
+
+
+def test_student_copies_of_the_chapters_keep_going_past_unfinished_exercises(tmp_path):
+    """``make student``: each chapter's copy has the keep-going cell right after its import
+    cell, watching the names its top-level solutions define; a notebook without the course's
+    import cell gets none (keep_going=True refuses it)."""
+    root = Path(__file__).resolve().parents[1] / "notebooks"
+    assert grading.main(["strip", str(root), str(tmp_path)]) == 0
+    for path in sorted(tmp_path.glob("0*.ipynb")):
+        code = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        assert code[2]["id"] == "keep-going", path.name
+        assert "grading.keep_going([" in "".join(code[2]["source"]), path.name
+    plain = {"cells": [{"cell_type": "code", "id": "a", "metadata": {}, "outputs": [],
+                        "execution_count": None, "source": "x = 1"}],
+             "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    assert len(grading.student_notebook(plain)["cells"]) == 1
+    with pytest.raises(ValueError, match="import cell"):
+        grading.student_notebook(plain, keep_going=True)

@@ -677,7 +677,7 @@ def _student_notebook(nb: Mapping) -> tuple[dict, dict[str, int]]:
     return student, stats
 
 
-def student_notebook(nb: Mapping) -> dict:
+def student_notebook(nb: Mapping, keep_going: bool = False) -> dict:
     """A student copy of a notebook (as a JSON dict, nbformat 4).  ``nb`` is not modified.
 
     * every code cell: solutions stripped (:func:`strip_solutions`), outputs and execution
@@ -689,10 +689,44 @@ def student_notebook(nb: Mapping) -> dict:
       code cell and its explanation in one "Solution" dropdown): the two directives and the
       markdown between them are removed, the code cells between them stay, stripped.
 
+    With ``keep_going``, one cell after the chapter's import cell (its second code cell) calls
+    :func:`keep_going`, so that Run All goes past every unfinished exercise to the end.
+
     Raises:
       ValueError: naming the cell index and line of a broken BEGIN/END pair.
     """
-    return _student_notebook(nb)[0]
+    student = _student_notebook(nb)[0]
+    return _with_keep_going(nb, student) if keep_going else student
+
+
+def _with_keep_going(nb: Mapping, student: dict) -> dict:
+    from attention_course.coursework.notebook import solution_names
+
+    def text(cell):
+        source = cell.get("source", "")
+        return "".join(source) if isinstance(source, list) else source
+
+    names = sorted({n for cell in nb["cells"] if cell["cell_type"] == "code"
+                    for n in solution_names(text(cell))})
+    code = [c for c in student["cells"] if c["cell_type"] == "code"]
+    if not _imports_grading(student):
+        raise ValueError("nb: keep_going needs an import cell (the second code cell) that "
+                         "imports attention_course.grading")
+    cell = {
+        "cell_type": "code",
+        "execution_count": None,
+        "id": "keep-going",
+        "metadata": {},
+        "outputs": [],
+        "source": (
+            "# An exercise you have not done yet says \"not implemented yet\" and does not\n"
+            "# stop Run All. Keep all of an exercise's code in its cell (the one that said\n"
+            "# \"your code here\"): a grader runs only those cells.\n"
+            f"grading.keep_going({names!r});"
+        ),
+    }
+    student["cells"].insert(student["cells"].index(code[1]) + 1, cell)
+    return student
 
 
 def keep_going(names: Iterable[str] = ()) -> None:
@@ -742,6 +776,12 @@ def keep_going(names: Iterable[str] = ()) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _imports_grading(student: dict) -> bool:
+    code = [c for c in student["cells"] if c["cell_type"] == "code"]
+    source = code[1].get("source", "") if len(code) > 1 else ""
+    return "grading" in ("".join(source) if isinstance(source, list) else source)
+
+
 def _strip_directory(source_dir: Path, out_dir: Path) -> int:
     if not source_dir.is_dir():
         print(f"error: {source_dir} is not a directory", file=sys.stderr)
@@ -762,6 +802,8 @@ def _strip_directory(source_dir: Path, out_dir: Path) -> int:
             nb = json.load(file)
         try:
             student, stats = _student_notebook(nb)
+            if _imports_grading(student):  # a chapter: Run All goes to the end
+                student = _with_keep_going(nb, student)
         except ValueError as error:
             print(f"error: {path}: {error}", file=sys.stderr)
             return 1

@@ -17,34 +17,13 @@ OTTER_VERSION = "7.0.0"
 
 
 def student_copy(nb: dict, ch: spec.Chapter) -> dict:
-    """The notebook to hand out: :func:`grading.student_notebook`, plus one cell after the import
-    cell that lets Run All go on past an unfinished exercise (its check says "not implemented
-    yet")."""
+    """The notebook to hand out: :func:`grading.student_notebook` with its keep-going cell (an
+    unfinished exercise's check says "not implemented yet" and Run All goes on)."""
     from attention_course import grading
 
-    student = grading.student_notebook(nb)
-    names = sorted({n for cell in nb["cells"] if cell["cell_type"] == "code"
-                    for n in nbtools.solution_names(nbtools.source(cell))})
-    position = student["cells"].index(
-        [c for c in student["cells"] if c["cell_type"] == "code"][1]
-    ) + 1
-    cell = {
-        "cell_type": "code",
-        "execution_count": None,
-        "id": f"coursework-{ch.number}",
-        "metadata": {},
-        "outputs": [],
-        "source": (
-            "# Coursework: an exercise you have not done yet says \"not implemented yet\"\n"
-            "# and does not stop Run All. Grading runs only the exercise cells (the ones\n"
-            "# that said \"your code here\"): keep all of an exercise's code in its cell.\n"
-            f"grading.keep_going({names!r});"
-        ),
-    }
-    student["cells"].insert(position, cell)
+    student = grading.student_notebook(nb, keep_going=True)
     student["metadata"]["attention_course"] = {"assignment": ch.name}
     return student
-
 
 
 def hidden_tests(ch: spec.Chapter, nb: dict) -> dict[str, dict]:
