@@ -16,6 +16,7 @@ import dataclasses
 import importlib
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,10 +68,8 @@ class Chapter:
         return f"{self.number}_{self.slug}"
 
     @property
-    def notebook(self):
+    def notebook(self) -> Path:
         """The chapter notebook: in ./notebooks when run from a checkout, else next to the package."""
-        from pathlib import Path
-
         here = Path.cwd() / "notebooks" / f"{self.name}.ipynb"
         return here if here.exists() else nbtools.ROOT / "notebooks" / f"{self.name}.ipynb"
 
