@@ -143,9 +143,10 @@ def test_a_forged_class_is_graded_right(number, assignments, tmp_path):
 
     write("reference.ipynb", source)
     write("untouched.ipynb", load(assignment / "student" / f"{ch.name}.ipynb"))
-    wrong_label = labels[-1]
-    wrong_name = recorded[wrong_label][0].name if recorded[wrong_label] else (
-        ch.exercise(wrong_label).parts[0].name)
+    functions = {label: [r.name for r in recorded[label]] or [
+        p.name for p in ch.exercise(label).parts if p.kind == "function"] for label in labels}
+    wrong_label = [label for label in labels if functions[label]][-1]
+    wrong_name = functions[wrong_label][0]
     write("wrong.ipynb", with_cell(source, wrong_label, solution(source, wrong_label)
                                    + WRONG.format(name=wrong_name)))
     cheat_label = next(label for label in labels
@@ -153,15 +154,17 @@ def test_a_forged_class_is_graded_right(number, assignments, tmp_path):
     write("cheat.ipynb", with_cell(source, cheat_label,
                                    cheat(source, cheat_label, recorded[cheat_label][0])))
     outside = tmp_path / "outside.txt"
-    loop, dies, floods, writes = (labels * 2)[:4]
-    hostile = with_cell(source, loop, "while True:\n    pass\n")
-    hostile = with_cell(hostile, dies, "import os\nos._exit(3)\n")
-    hostile = with_cell(hostile, floods, "print('x' * 300_000_000)\n" + solution(source, floods))
-    hostile = with_cell(
-        hostile, writes,
-        f"try:\n    open({str(outside)!r}, 'w').write('mine')\nexcept PermissionError:\n"
-        f"    pass\n{solution(source, writes)}",
-    )
+    loop, dies, floods, writes = labels[:4] if len(labels) >= 4 else [*labels[:3], labels[2]]
+    cells = {loop: "while True:\n    pass\n", dies: "import os\nos._exit(3)\n",
+             floods: "print('x' * 300_000_000)\n"}
+    cells[writes] = cells.get(writes, "") + (  # with 3 exercises, in the flood's cell
+        f"try:\n    open({str(outside)!r}, 'w').write('mine')\n"
+        "except PermissionError:\n    pass\n")
+    hostile = source
+    for label in {floods, writes}:
+        cells[label] += solution(source, label)
+    for label, code in cells.items():
+        hostile = with_cell(hostile, label, code)
     write("hostile.ipynb", hostile)
     (folder / "corrupt.ipynb").write_text(json.dumps(source)[:3000])
 
