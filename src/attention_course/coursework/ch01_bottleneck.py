@@ -1,8 +1,7 @@
 """Chapter 01, the bottleneck (RNNencdec), as coursework.
 
-Written before the notebook's checks were read for the graded names: each exercise gives its
-parts (graded names, references, tolerances) and hidden cases here, in other shapes than the
-notebook's visible cases; the references its check calls are switched off with those listed.
+The graded names, references and tolerances come from the notebook's check calls.  The
+hidden cases are written here, in other shapes than the notebook's visible cases.
 """
 
 from __future__ import annotations
@@ -10,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from attention_course.coursework import spec
-from attention_course.coursework.spec import Chapter, Exercise, Part, ref, seeded
+from attention_course.coursework.spec import Chapter, Exercise, seeded
+
 
 def _states_case(rng):
     jnp = spec.jnp()
@@ -48,39 +48,10 @@ CHAPTER = Chapter(
     "01",
     "bottleneck",
     (
-        Exercise(
-            "ex-bottleneck-final-state",
-            2,
-            (Part("last_states", "function", seeded(6, _states_case), ref("rnn.state_at_length")),),
-            off=("rnn.state_at_length",),
-        ),
-        Exercise(
-            "ex-bottleneck-objective",
-            2,
-            (
-                Part(
-                    "masked_nll",
-                    "function",
-                    seeded(5, _logits_case),
-                    ref("train.sequence_cross_entropy"),
-                    atol=1e-4,
-                ),
-            ),
-            off=("train.sequence_cross_entropy",),
-        ),
-        Exercise(
-            "ex-bottleneck-reverse",
-            2,
-            (
-                Part(
-                    "reverse_words",
-                    "function",
-                    seeded(6, _source_case),
-                    ref("bottleneck.reverse_source_words"),
-                ),
-            ),
-            off=("bottleneck.reverse_source_words", "rnn.reverse_padded"),
-        ),
+        Exercise("ex-bottleneck-final-state", 2, hidden=seeded(6, _states_case)),
+        Exercise("ex-bottleneck-objective", 2, hidden=seeded(5, _logits_case)),
+        Exercise("ex-bottleneck-reverse", 2, hidden=seeded(6, _source_case),
+                 off=("rnn.reverse_padded",)),
     ),
     {
         "ex-bottleneck-halve": "predict, then measure on the trained sweep: its answer is a "

@@ -1,8 +1,10 @@
 """Chapter 03, hard-coded diagonal attention, as coursework.
 
-Written before the notebook's checks were read for the graded names: each exercise gives its
-parts (graded names, references, tolerances) and hidden cases here, in other shapes than the
-notebook's visible cases; the references its check calls are switched off with those listed.
+The synchronous cursor's graded name, reference and tolerance come from the notebook's check. The
+checks of the two exercises on gold alignments run on the chapter's probe sentences (``probe``),
+which an experiment that grading does not run makes, and one of them checks a value: their parts
+are written here.  The hidden cases are written here, in other shapes than the notebook's visible
+cases.
 """
 
 from __future__ import annotations
@@ -41,19 +43,9 @@ CHAPTER = Chapter(
     "03",
     "diagonal",
     (
-        Exercise(
-            "ex-diagonal-synchronous",
-            2,
-            (
-                Part(
-                    "synchronous_weights",
-                    "function",
-                    lambda rng: [(4, 7), (7, 4), (1, 3), (6, 6), (10, 3)],
-                    lambda T_y, T_x: ref("diagonal.diagonal_weights")(T_y, T_x, scaled=False),
-                ),
-            ),
-            off=("diagonal.diagonal_weights", "diagonal.batched_diagonal_weights"),
-        ),
+        Exercise("ex-diagonal-synchronous", 2,
+                 hidden=lambda rng: [(4, 7), (7, 4), (1, 3), (6, 6), (10, 3)],
+                 off=("diagonal.batched_diagonal_weights",)),
         Exercise(
             "ex-diagonal-width",
             2,

@@ -1,8 +1,9 @@
 """Chapter 04, soft search (RNNsearch), as coursework.
 
-Written before the notebook's checks were read for the graded names: each exercise gives its
-parts (graded names, references, tolerances) and hidden cases here, in other shapes than the
-notebook's visible cases; the references its check calls are switched off with those listed.
+The score's and the mask's graded names, references and tolerances come from the notebook's
+checks. Precomputing and the heatmap prediction also grade values (the multiply-adds saved, two
+source positions): their parts are written here.  The hidden cases are written here, in other
+shapes than the notebook's visible cases.
 """
 
 from __future__ import annotations
@@ -49,20 +50,8 @@ CHAPTER = Chapter(
     "04",
     "soft_search",
     (
-        Exercise(
-            "ex-search-score",
-            2,
-            (
-                Part(
-                    "my_additive_score",
-                    "function",
-                    seeded(5, _score_case),
-                    ref("soft_search.additive_score"),
-                    atol=1e-5,
-                ),
-            ),
-            off=("soft_search.additive_score", "soft_search.additive_score_projected"),
-        ),
+        Exercise("ex-search-score", 2, hidden=seeded(5, _score_case),
+                 off=("soft_search.additive_score_projected",)),
         Exercise(
             "ex-search-precompute",
             2,
@@ -77,19 +66,7 @@ CHAPTER = Chapter(
             ),
             off=("soft_search.additive_score", "soft_search.additive_score_projected"),
         ),
-        Exercise(
-            "ex-search-mask",
-            2,
-            (
-                Part(
-                    "my_masked_softmax",
-                    "function",
-                    seeded(5, _mask_case),
-                    ref("pooling.masked_softmax"),
-                ),
-            ),
-            off=("pooling.masked_softmax",),
-        ),
+        Exercise("ex-search-mask", 2, hidden=seeded(5, _mask_case)),
         Exercise(
             "ex-search-predict",
             1,
