@@ -13,7 +13,9 @@ import nbformat
 import pytest
 
 from attention_course import coursework
-from attention_course.coursework import grader, notebook
+from attention_course.coursework import grader
+
+from notebook_edits import with_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,15 +28,6 @@ def read_csv(path):
 def source_notebook(number):
     return json.loads(coursework.chapter(number).notebook.read_text(encoding="utf-8"))
 
-
-def with_cell(nb, label, source):
-    """A copy of ``nb`` whose exercise cell ``label`` holds ``source``."""
-    nb = json.loads(json.dumps(nb))
-    wanted = notebook.exercise_cells(nb)[label]["id"]
-    for cell in nb["cells"]:
-        if cell.get("id") == wanted:
-            cell["source"] = source
-    return nb
 
 
 def write(folder, name, nb):

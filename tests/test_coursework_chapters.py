@@ -18,6 +18,8 @@ import pytest
 from attention_course import coursework
 from attention_course.coursework import notebook, spec
 
+from notebook_edits import with_cell
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
 GRADED = os.environ.get("COURSEWORK_CHAPTERS", "05,06,07").split(",")
@@ -71,14 +73,6 @@ def test_the_graded_names_are_the_notebooks_check_calls(path):
 
 # --- a forged class ------------------------------------------------------------------------
 
-
-def with_cell(nb, label, source):
-    nb = json.loads(json.dumps(nb))
-    wanted = notebook.exercise_cells(nb)[label]["id"]
-    for cell in nb["cells"]:
-        if cell.get("id") == wanted:
-            cell["source"] = source
-    return nb
 
 
 def solution(nb, label):

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from attention_course import coursework
-from attention_course.coursework import gradescope, notebook
+from attention_course.coursework import gradescope
+
+from notebook_edits import with_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = "05"
@@ -26,15 +28,6 @@ def my_general_score(h, hbar, W_a):
     return (h @ W_a).sum(-1)[:, None] * hbar.sum(-1)
 '''
 
-
-def with_cell(nb, label, source):
-    """A copy of ``nb`` whose exercise cell ``label`` (found by its id) holds ``source``."""
-    nb = json.loads(json.dumps(nb))
-    wanted = notebook.exercise_cells(nb)[label]["id"]
-    hits = [cell for cell in nb["cells"] if cell.get("id") == wanted]
-    assert len(hits) == 1
-    hits[0]["source"] = source
-    return nb
 
 
 @pytest.fixture(scope="module")

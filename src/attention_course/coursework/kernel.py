@@ -271,46 +271,43 @@ class Raised:
         self.kind = kind
 
 
+def _map_leaves(value: Any, leaf) -> Any:
+    """``value`` with ``leaf`` applied to everything that is not a tuple, list or dict."""
+    if isinstance(value, tuple):
+        return tuple(_map_leaves(v, leaf) for v in value)
+    if isinstance(value, list):
+        return [_map_leaves(v, leaf) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_leaves(v, leaf) for k, v in value.items()}
+    return leaf(value)
+
+
+def _is_jax_array(value: Any) -> bool:
+    return hasattr(value, "__array__") and hasattr(value, "shape") and not isinstance(
+        value, (np.ndarray, np.generic))
+
+
 def freeze(value: Any) -> Any:
     """``value`` with every JAX array as :class:`JaxArray` (for pickling)."""
-    if isinstance(value, tuple):
-        return tuple(freeze(v) for v in value)
-    if isinstance(value, list):
-        return [freeze(v) for v in value]
-    if isinstance(value, dict):
-        return {k: freeze(v) for k, v in value.items()}
-    if hasattr(value, "__array__") and hasattr(value, "shape") and not isinstance(
-        value, (np.ndarray, np.generic)
-    ):
-        return JaxArray(np.asarray(value))
-    return value
+    return _map_leaves(value, lambda v: JaxArray(np.asarray(v)) if _is_jax_array(v) else v)
 
 
 def thaw(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return tuple(thaw(v) for v in value)
-    if isinstance(value, list):
-        return [thaw(v) for v in value]
-    if isinstance(value, dict):
-        return {k: thaw(v) for k, v in value.items()}
-    if isinstance(value, JaxArray):
+    """``value`` with every :class:`JaxArray` a JAX array again."""
+
+    def leaf(v):
+        if not isinstance(v, JaxArray):
+            return v
         import jax.numpy as jnp
 
-        return jnp.asarray(value.array)
-    return value
+        return jnp.asarray(v.array)
+
+    return _map_leaves(value, leaf)
 
 
 def numpy_tree(value: Any) -> Any:
     """``value`` with every array as a NumPy array (what is compared)."""
-    if hasattr(value, "__array__") and hasattr(value, "shape") and not isinstance(value, np.ndarray):
-        return np.asarray(value)
-    if isinstance(value, tuple):
-        return tuple(numpy_tree(v) for v in value)
-    if isinstance(value, list):
-        return [numpy_tree(v) for v in value]
-    if isinstance(value, dict):
-        return {k: numpy_tree(v) for k, v in value.items()}
-    return value
+    return _map_leaves(value, lambda v: np.asarray(v) if _is_jax_array(v) else v)
 
 
 def encode(value: Any) -> str:
